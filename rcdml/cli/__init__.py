@@ -1,0 +1,1 @@
+"""Console entry points (``rcdml-train``, ``rcdml-eval``); ``launch/`` scripts call these."""

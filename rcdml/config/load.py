@@ -1,0 +1,83 @@
+"""Read a YAML recipe, apply dotted ``key=value`` overrides and return a typed :class:`Config`.
+
+A recipe may start from another one with ``base: other.yaml`` (resolved relative to the file),
+so ablations and dataset variants state only what differs.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import yaml
+
+from rcdml.config.schema import Config
+from rcdml.config.typed import ConfigError, build, to_dict
+
+
+def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
+    path = os.path.abspath(path)
+    if path in seen:
+        raise ConfigError(f"base: circular reference through {path}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"base: expected a path to a YAML file, got {base!r}")
+    parent = _read_yaml(os.path.join(os.path.dirname(path), base), seen + (path,))
+    return merge(parent, data)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.epochs=5`` -> (["train", "epochs"], 5); values are parsed as YAML scalars/lists."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"{text}: overrides take the form dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    out = merge({}, data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(path[:i + 1])}: is a value, so {'.'.join(path)} cannot be set")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config(path: str | None, overrides: Sequence[str] = ()) -> Config:
+    data = _read_yaml(path) if path else {}
+    return build(Config, apply_overrides(data, overrides))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,108 @@
+"""The run configuration: every key a YAML file or a ``key=value`` override may set.
+
+Defaults follow the seed's recipe (BN-Inception, 512-d, AdamW 1e-4, proxies at 1000x, StepLR(10, 0.5),
+one warm-up epoch, gradient-value clipping at 10, batch 128). Dataset recipes in ``configs/``
+override what differs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rcdml.config.typed import bounded
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "bn_inception"
+    embedding_size: int = bounded(512, ge=1)
+    # none | imagenet | path to a state_dict file (.pth) for the backbone
+    pretrained: str = "none"
+    pooling: Literal["avg", "max", "avg+max"] = "avg+max"
+    normalize: bool = True
+    freeze_bn: bool = True
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str = "data/digits"
+    image_size: int = bounded(224, ge=8)
+    # Eval images are resized to this before the centre crop of ``image_size``.
+    resize_size: int = bounded(256, ge=8)
+    crop_scale: list[float] = bounded([0.16, 1.0], gt=0.0, le=1.0)
+    flip: bool = True
+    samples_per_class: int = bounded(4, ge=1)
+    sampler: Literal["balanced", "random"] = "balanced"
+    num_workers: int = bounded(4, ge=0)
+    loader: Literal["torch"] = "torch"
+
+
+@dataclass
+class LossConfig:
+    name: str = "rcdml"
+    margin: float = bounded(0.1, ge=0.0)
+    alpha: float = bounded(32.0, gt=0.0)
+    prc_weight: float = bounded(0.02, ge=0.0)
+    src_weight: float = bounded(0.01, ge=0.0)
+    pc_momentum: float = bounded(0.3, ge=0.0, le=1.0)
+    absent_proxies: Literal["zero", "keep"] = "zero"
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = bounded(1e-4, gt=0.0)
+    weight_decay: float = bounded(1e-4, ge=0.0)
+    momentum: float = bounded(0.9, ge=0.0, lt=1.0)
+    # Learning-rate multipliers of the embedding head and of the loss's parameters (proxies).
+    head_lr_mult: float = bounded(1.0, gt=0.0)
+    loss_lr_mult: float = bounded(1000.0, gt=0.0)
+    scheduler: Literal["step", "cosine", "none"] = "step"
+    step_size: int = bounded(10, ge=1)
+    gamma: float = bounded(0.5, gt=0.0, le=1.0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = bounded(60, ge=1)
+    # Global batch: summed over all ranks, split evenly between them.
+    batch_size: int = bounded(128, ge=1)
+    warmup_epochs: int = bounded(1, ge=0)
+    # Gradient-value clipping threshold; null disables it.
+    grad_clip_value: float | None = bounded(10.0, gt=0.0)
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    seed: int = bounded(0, ge=0)
+    # none | auto (continue from output_dir/last.pt when it exists) | path to a checkpoint
+    resume: str = "none"
+    backend: Literal["ddp"] = "ddp"
+    deterministic: bool = False
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    every: int = bounded(1, ge=1)
+    ks: list[int] = bounded([1, 2, 4, 8], ge=1)
+    batch_size: int = bounded(256, ge=1)
+    # Queries scored at once; peak memory is O(chunk_size x N).
+    chunk_size: int = bounded(1024, ge=1)
+
+
+@dataclass
+class DistConfig:
+    # auto: NCCL when CUDA is available, gloo otherwise.
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    timeout_s: float = bounded(1800.0, gt=0.0)
+
+
+@dataclass
+class Config:
+    output_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)

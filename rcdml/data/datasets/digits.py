@@ -1,0 +1,51 @@
+"""The embedded default dataset: scikit-learn's 8x8 handwritten digits (1,797 images).
+
+It is written once as a ``root/<digit>/<index>.png`` folder, so it goes through the same reader
+and image pipeline as any real dataset. Protocol: train on digits 0-4, retrieve among 5-9.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+from rcdml.data.datasets.base import RetrievalData, register_dataset
+from rcdml.data.datasets.folder import scan_class_folders, split_halves
+from rcdml.distributed import main_process_first
+
+_COMPLETE = ".complete"
+
+
+def materialize_digits(root: str) -> None:
+    """Write the digits as PNGs under ``root`` unless a complete copy is already there.
+
+    The tree is built in a temporary sibling directory and renamed into place, so a crash never
+    leaves a half-written dataset that later runs would trust.
+    """
+    if os.path.exists(os.path.join(root, _COMPLETE)):
+        return
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".digits-", dir=parent)
+    for index, (image, label) in enumerate(zip(digits.images, digits.target)):
+        folder = os.path.join(tmp, str(int(label)))
+        os.makedirs(folder, exist_ok=True)
+        pixels = np.round(image * (255.0 / 16.0)).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(os.path.join(folder, f"{index:04d}.png"))
+    open(os.path.join(tmp, _COMPLETE), "w").close()
+    if os.path.exists(root):
+        shutil.rmtree(root)
+    os.replace(tmp, root)
+
+
+@register_dataset("digits", embedded=True)
+def read_digits(cfg) -> RetrievalData:
+    with main_process_first():
+        materialize_digits(cfg.root)
+    return split_halves(scan_class_folders(cfg.root))

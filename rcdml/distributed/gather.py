@@ -1,0 +1,67 @@
+"""All-gather with gradient, for losses that must see the global batch.
+
+Every rank computes the same loss on the gathered batch. The backward pass sums the gradient
+that each rank's copy of the loss sends to a rank's slice, so a rank receives ``world_size`` times
+the gradient of the (identical) loss; DDP and DeepSpeed then average over ranks, which gives
+exactly the gradient of one process training on the concatenated batch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from rcdml.distributed.env import get_rank, get_world_size, is_distributed
+
+
+def _sizes(n: int, device: torch.device) -> list[int]:
+    local = torch.tensor([n], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(local) for _ in range(get_world_size())]
+    dist.all_gather(sizes, local)
+    return [int(s.item()) for s in sizes]
+
+
+def _gather_padded(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Concatenate every rank's ``x`` (first dims given by ``sizes``) in rank order."""
+    biggest = max(sizes)
+    padded = x.new_zeros((biggest,) + tuple(x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        ctx.sizes = sizes
+        return _gather_padded(x, sizes)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: get_rank()])
+        return grad[start: start + ctx.sizes[get_rank()]], None
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """The rank-ordered concatenation of ``x`` over all ranks (uneven first dims allowed)."""
+    if not is_distributed():
+        return x
+    return _AllGatherWithGrad.apply(x, _sizes(x.shape[0], x.device))
+
+
+def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """The rank-ordered concatenation of ``x`` over all ranks, without autograd."""
+    if not is_distributed():
+        return x
+    return _gather_padded(x.detach(), _sizes(x.shape[0], x.device))
+
+
+def all_gather_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global batch of (embeddings with gradient, labels), in rank order; one size exchange."""
+    if not is_distributed():
+        return embeddings, labels
+    sizes = _sizes(embeddings.shape[0], embeddings.device)
+    gathered = _AllGatherWithGrad.apply(embeddings, sizes)
+    return gathered, _gather_padded(labels.to(embeddings.device), sizes)

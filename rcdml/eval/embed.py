@@ -1,0 +1,49 @@
+"""Embed an evaluation set across ranks: each rank embeds its shard once, then all ranks get
+the full set in dataset order."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from rcdml.distributed import all_gather_no_grad
+
+
+@torch.no_grad()
+def embed_shard(model: nn.Module, loader, device: torch.device,
+                amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(embeddings, labels, dataset indices) of the images in ``loader``, on ``device``."""
+    was_training = model.training
+    model.eval()
+    outs, labels, indices = [], [], []
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    for images, y, idx in loader:
+        with autocast:
+            outs.append(model(images.to(device, non_blocking=True)).float())
+        labels.append(y.to(device))
+        indices.append(idx.to(device))
+    model.train(was_training)
+    dim = getattr(getattr(model, "head", None), "out_features", 0)
+    if not outs:
+        return (torch.empty(0, dim, device=device), torch.empty(0, dtype=torch.long, device=device),
+                torch.empty(0, dtype=torch.long, device=device))
+    return torch.cat(outs), torch.cat(labels).long(), torch.cat(indices).long()
+
+
+def gather_in_order(embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+                    total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's shard, concatenated and put in dataset order.
+
+    Raises if any image was embedded twice or not at all, which would silently bias R@K.
+    """
+    emb = all_gather_no_grad(embeddings)
+    lab = all_gather_no_grad(labels)
+    idx = all_gather_no_grad(indices)
+    order = torch.argsort(idx)
+    idx = idx[order]
+    if idx.numel() != total or not torch.equal(idx, torch.arange(total, device=idx.device)):
+        raise RuntimeError(f"evaluation embedded {idx.numel()} images for a set of {total}: "
+                           "each image must be embedded exactly once")
+    return emb[order], lab[order]

@@ -1,0 +1,10 @@
+"""Embedding networks: backbones by name (one file per family) with a pooled linear head."""
+from rcdml.models import bn_inception as _bn_inception  # noqa: F401  (registers bn_inception)
+from rcdml.models import googlenet as _googlenet  # noqa: F401  (registers googlenet)
+from rcdml.models import resnet as _resnet  # noqa: F401  (registers resnet18/50/101)
+from rcdml.models.embedding import EmbeddingNet, build_model
+from rcdml.models.weights import adapt_state_dict, load_backbone_weights
+from rcdml.models.registry import backbone_names, backbone_spec, register_backbone
+
+__all__ = ["EmbeddingNet", "adapt_state_dict", "backbone_names", "backbone_spec", "build_model",
+           "load_backbone_weights", "register_backbone"]

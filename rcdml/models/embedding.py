@@ -1,0 +1,77 @@
+"""Backbone + global pooling + linear embedding head: the network every recipe trains."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from rcdml.models.registry import backbone_spec
+from rcdml.models.weights import load_backbone_weights
+
+
+class EmbeddingNet(nn.Module):
+    """``backbone`` feature map -> avg/max/avg+max pooling -> linear head -> optional l2 norm.
+
+    With ``freeze_bn`` the backbone's BatchNorm layers keep their running statistics and affine
+    parameters (eval mode, no gradient) even in ``train()``: with the small per-class batches of
+    metric learning, batch statistics are too noisy to update pretrained ones.
+    """
+
+    def __init__(self, backbone: nn.Module, channels: int, embedding_size: int,
+                 pooling: str = "avg+max", normalize: bool = True, freeze_bn: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(channels, embedding_size)
+        nn.init.kaiming_normal_(self.head.weight, mode="fan_out")
+        nn.init.zeros_(self.head.bias)
+        self.pooling = pooling
+        self.normalize = normalize
+        self.freeze_bn = freeze_bn
+        if freeze_bn:
+            for bn in self._batchnorms():
+                for p in bn.parameters():
+                    p.requires_grad_(False)
+
+    def _batchnorms(self):
+        return (m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+    def train(self, mode: bool = True) -> "EmbeddingNet":
+        super().train(mode)
+        if self.freeze_bn:
+            for bn in self._batchnorms():
+                bn.eval()
+        return self
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The backbone parameters that train (all but frozen BatchNorm's)."""
+        frozen = {id(p) for bn in self._batchnorms() for p in bn.parameters()} if self.freeze_bn else set()
+        return [p for p in self.backbone.parameters() if id(p) not in frozen]
+
+    def set_backbone_trainable(self, trainable: bool) -> None:
+        """Warm-up freezes the backbone; frozen BatchNorm parameters stay frozen either way."""
+        for p in self.backbone_parameters():
+            p.requires_grad_(trainable)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = self.backbone(images)
+        if self.pooling == "avg":
+            pooled = fmap.mean(dim=(2, 3))
+        elif self.pooling == "max":
+            pooled = fmap.amax(dim=(2, 3))
+        else:
+            pooled = fmap.mean(dim=(2, 3)) + fmap.amax(dim=(2, 3))
+        out = self.head(pooled)
+        if self.normalize:
+            out = out * torch.rsqrt(out.float().pow(2).sum(-1, keepdim=True) + 1e-12).to(out.dtype)
+        return out
+
+
+def build_model(cfg) -> EmbeddingNet:
+    """The embedding network of ``cfg`` (a ModelConfig); ``pretrained`` is none, imagenet or a path."""
+    spec = backbone_spec(cfg.backbone)
+    backbone = spec.build(cfg.pretrained == "imagenet")
+    if cfg.pretrained not in ("none", "imagenet"):
+        load_backbone_weights(backbone, os.path.expanduser(cfg.pretrained))
+    return EmbeddingNet(backbone, spec.channels, cfg.embedding_size, pooling=cfg.pooling,
+                        normalize=cfg.normalize, freeze_bn=cfg.freeze_bn)

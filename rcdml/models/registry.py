@@ -1,0 +1,43 @@
+"""Backbones by config name (``model.backbone``), one file per architecture family.
+
+A backbone maps an image batch to a feature map (N, C, H, W); the embedding head is added by
+:mod:`rcdml.models.embedding`. Each entry states how its inputs are normalised, because
+BN-Inception expects BGR pixels in [0, 255] minus a mean while torchvision models expect
+ImageNet-standardised RGB.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from torch import nn
+
+InputStyle = Literal["imagenet", "bn_inception"]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    # Called with ``imagenet=True`` to load ImageNet weights (this downloads on first use).
+    build: Callable[[bool], nn.Module]
+    channels: int
+    input_style: InputStyle
+
+
+_BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(name: str, channels: int, input_style: InputStyle = "imagenet"):
+    def add(build: Callable[[bool], nn.Module]) -> Callable[[bool], nn.Module]:
+        if name in _BACKBONES:
+            raise KeyError(f"backbone {name!r} is registered twice")
+        _BACKBONES[name] = BackboneSpec(build, channels, input_style)
+        return build
+    return add
+
+
+def backbone_names() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    return _BACKBONES[name]

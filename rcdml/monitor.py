@@ -1,0 +1,81 @@
+"""Run monitoring: metrics.jsonl, TensorBoard scalars, console lines and the progress bar.
+
+Only rank 0 writes; on other ranks every method is a no-op, so callers never branch on rank.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from rcdml.engine.checkpoint import atomic_write_text
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix_str(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class RunMonitor:
+    def __init__(self, output_dir: str, enabled: bool, progress: bool = True,
+                 resume_epoch: int = 0, resume_step: int = 0) -> None:
+        self.enabled = enabled
+        self.show_progress = progress and enabled
+        self.metrics_path = os.path.join(output_dir, "metrics.jsonl")
+        self.writer = None
+        if not enabled:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self._truncate_metrics(resume_epoch)
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a crashed run wrote after its last checkpoint.
+        self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"),
+                                    purge_step=resume_step if resume_step else None)
+
+    def _truncate_metrics(self, resume_epoch: int) -> None:
+        """Keep only the epochs the resumed checkpoint already contains."""
+        if not os.path.exists(self.metrics_path):
+            return
+        with open(self.metrics_path) as f:
+            rows = [line for line in f if line.strip() and json.loads(line)["epoch"] <= resume_epoch]
+        atomic_write_text(self.metrics_path, "".join(rows))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is None:
+            return
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def log_epoch(self, metrics: dict[str, Any], step: int) -> None:
+        """One metrics.jsonl row, the matching TensorBoard scalars and one console line."""
+        if not self.enabled:
+            return
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.scalars({k: v for k, v in metrics.items()
+                      if isinstance(v, (int, float)) and k != "epoch"}, step)
+        self.writer.flush()
+        shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                         if isinstance(v, float) and not k.startswith("lr/"))
+        print(f"epoch {metrics['epoch']}: {shown}", flush=True)
+
+    def progress(self, total: int, desc: str):
+        if not self.show_progress:
+            return _Silent()
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False, file=sys.stderr,
+                    disable=None)
+
+    def print(self, text: str) -> None:
+        if self.enabled:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
