@@ -1,12 +1,11 @@
 """Evaluate a saved checkpoint with a run config: rebuild the model, load weights, score."""
 from __future__ import annotations
 
-import torch
-
 from rcdml.config import Config, ConfigError
 from rcdml.data import build_pipeline
 from rcdml.distributed import DistInfo
 from rcdml.engine.checkpoint import load_checkpoint
+from rcdml.engine.learner import amp_dtype
 from rcdml.eval.retrieval import evaluate_retrieval
 from rcdml.models import backbone_spec, build_model
 
@@ -21,6 +20,5 @@ def evaluate_checkpoint(cfg: Config, dist: DistInfo, path: str) -> dict[str, flo
     model = build_model(cfg.model).to(dist.device)
     model.load_state_dict(ckpt["model"])
     pipeline = build_pipeline(cfg, dist, backbone_spec(cfg.model.backbone).input_style)
-    amp = torch.bfloat16 if cfg.train.amp == "bf16" and dist.device.type == "cuda" else None
-    recalls = evaluate_retrieval(model, pipeline, dist.device, cfg.eval, amp)
-    return {f"R@{k}": v for k, v in recalls.items()}
+    return evaluate_retrieval(model, pipeline, dist.device, cfg.eval,
+                              amp_dtype(cfg.train.amp, dist.device))

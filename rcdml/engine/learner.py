@@ -8,6 +8,17 @@ import torch
 from torch import nn
 
 
+_AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(amp: str, device: torch.device | None = None) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp``; with ``device``, None off the GPU (inference on CPU
+    gains nothing from bf16 and loses precision)."""
+    if device is not None and device.type != "cuda":
+        return None
+    return _AMP_DTYPES[amp]
+
+
 class MetricLearner(nn.Module):
     def __init__(self, model: nn.Module, loss: nn.Module, amp_dtype: torch.dtype | None = None) -> None:
         super().__init__()

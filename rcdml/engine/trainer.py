@@ -15,15 +15,12 @@ from rcdml.data import build_pipeline
 from rcdml.distributed import DistInfo, all_gather_object, barrier, is_main
 from rcdml.engine.backend import build_backend
 from rcdml.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from rcdml.engine.learner import MetricLearner
+from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.eval.retrieval import evaluate_retrieval
 from rcdml.losses import build_loss
 from rcdml.models import build_model
 from rcdml.monitor import RunMonitor
-
-_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
@@ -61,7 +58,7 @@ class Trainer:
         self.pipeline = build_pipeline(cfg, dist, self.model_input_style())
         self.loss = build_loss(cfg.loss, self.pipeline.num_train_classes,
                                cfg.model.embedding_size).to(self.device)
-        self.learner = MetricLearner(self.model, self.loss, _AMP[cfg.train.amp])
+        self.learner = MetricLearner(self.model, self.loss, amp_dtype(cfg.train.amp))
         self.optimizer = build_optimizer(param_groups(self.model, self.loss, cfg.optim), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs)
         self.backend = build_backend(cfg.train.backend, self.optimizer, self.device,
@@ -160,9 +157,9 @@ class Trainer:
         return metrics
 
     def evaluate(self) -> dict[str, float]:
-        amp = _AMP[self.cfg.train.amp] if self.device.type == "cuda" else None
-        recalls = evaluate_retrieval(self.model, self.pipeline, self.device, self.cfg.eval, amp)
-        return {f"eval/R@{k}": v for k, v in recalls.items()}
+        results = evaluate_retrieval(self.model, self.pipeline, self.device, self.cfg.eval,
+                                     amp_dtype(self.cfg.train.amp, self.device))
+        return {f"eval/{name}": v for name, v in results.items()}
 
     def fit(self) -> dict[str, float]:
         cfg = self.cfg

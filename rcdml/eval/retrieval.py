@@ -15,11 +15,12 @@ def embed_split(model: nn.Module, pipeline, images, device: torch.device,
 
 
 def evaluate_retrieval(model: nn.Module, pipeline, device: torch.device, cfg,
-                       amp_dtype: torch.dtype | None = None) -> dict[int, float]:
-    """Recall@K for ``cfg.ks`` (an EvalConfig); the same numbers on every rank."""
+                       amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """``{"R@k": recall}`` for ``cfg.ks`` (an EvalConfig); the same numbers on every rank."""
     data = pipeline.data
     query, query_labels = embed_split(model, pipeline, data.query, device, amp_dtype)
     gallery = gallery_labels = None
     if data.gallery is not None:
         gallery, gallery_labels = embed_split(model, pipeline, data.gallery, device, amp_dtype)
-    return recall_at_k(query, query_labels, cfg.ks, gallery, gallery_labels, cfg.chunk_size)
+    recalls = recall_at_k(query, query_labels, cfg.ks, gallery, gallery_labels, cfg.chunk_size)
+    return {f"R@{k}": v for k, v in recalls.items()}

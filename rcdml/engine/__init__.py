@@ -1,0 +1,1 @@
+"""Training and evaluation engine: loop, backends, optimizer, checkpoints, config validation."""

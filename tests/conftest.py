@@ -1,0 +1,32 @@
+"""Shared test helpers: run a script under torchrun (gloo, CPU) from a test."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Sequence
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_torchrun(script: str, nproc: int, args: Sequence[str] = (), timeout: float = 300,
+                 env: dict[str, str] | None = None, extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=nproc script args`` with the repo importable.
+
+    Returns the completed process (stdout/stderr captured as text); raises on timeout.
+    """
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.setdefault("OMP_NUM_THREADS", "1")
+    full_env.update(env or {})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", *extra, script, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT)
+
+
+@pytest.fixture
+def torchrun():
+    """The :func:`run_torchrun` helper, as a fixture."""
+    return run_torchrun
