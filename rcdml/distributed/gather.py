@@ -3,7 +3,12 @@
 Every rank computes the same loss on the gathered batch. The backward pass sums the gradient
 that each rank's copy of the loss sends to a rank's slice, so a rank receives ``world_size`` times
 the gradient of the (identical) loss; DDP and DeepSpeed then average over ranks, which gives
-exactly the gradient of one process training on the concatenated batch.
+exactly the gradient of one process training on the concatenated batch. Parameters used by the
+loss outside the gather (proxies) get the plain gradient of the loss on every rank, which the
+averaging leaves unchanged.
+
+Ranks may hold different numbers of rows (uneven last batches, uneven splits); the gathered
+tensor is always the concatenation in rank order, identical on every rank.
 """
 from __future__ import annotations
 
@@ -14,19 +19,26 @@ from rcdml.distributed.env import get_rank, get_world_size, is_distributed
 
 
 def _sizes(n: int, device: torch.device) -> list[int]:
+    """Every rank's row count, in rank order (one collective, one host sync)."""
     local = torch.tensor([n], dtype=torch.long, device=device)
-    sizes = [torch.zeros_like(local) for _ in range(get_world_size())]
+    sizes = [torch.empty_like(local) for _ in range(get_world_size())]
     dist.all_gather(sizes, local)
-    return [int(s.item()) for s in sizes]
+    return torch.cat(sizes).tolist()
 
 
 def _gather_padded(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """Concatenate every rank's ``x`` (first dims given by ``sizes``) in rank order."""
+    x = x.contiguous()
     biggest = max(sizes)
-    padded = x.new_zeros((biggest,) + tuple(x.shape[1:]))
-    padded[: x.shape[0]] = x
-    parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded.contiguous())
+    if biggest == 0:
+        return x
+    if x.shape[0] < biggest:
+        # all_gather needs equal shapes: pad to the largest rank's rows, cut after the gather.
+        padded = x.new_zeros((biggest,) + tuple(x.shape[1:]))
+        padded[: x.shape[0]] = x
+        x = padded
+    parts = [torch.empty_like(x) for _ in sizes]
+    dist.all_gather(parts, x)
     return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
 
 
@@ -40,12 +52,14 @@ class _AllGatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = sum(ctx.sizes[: get_rank()])
-        return grad[start: start + ctx.sizes[get_rank()]], None
+        rank = get_rank()
+        start = sum(ctx.sizes[:rank])
+        return grad[start: start + ctx.sizes[rank]], None
 
 
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """The rank-ordered concatenation of ``x`` over all ranks (uneven first dims allowed)."""
+    """The rank-ordered concatenation of ``x`` over all ranks (uneven first dims allowed); its
+    backward sums the gradients of all ranks into each rank's slice."""
     if not is_distributed():
         return x
     return _AllGatherWithGrad.apply(x, _sizes(x.shape[0], x.device))

@@ -1,9 +1,13 @@
 """Relationship Constraint Deep Metric Learning loss (DESIGN.md section 1), vectorised.
 
-Under ``absent_proxies='zero'`` a class absent from the batch has a zero corrected proxy: its
-cosine to every sample is 0, it adds the constant ``log(1 + B e^{alpha delta})`` to the negative
-Proxy-Anchor sum and nothing to PRC. Only the M classes present in the batch are computed, so the
-cost is O(B M d), independent of the number of classes, while the value is the full formula's.
+Classes are handled through their index among the M classes present in the (global) batch.
+Under ``absent_proxies='zero'`` an absent class has a zero corrected proxy: its cosine to every
+sample is 0, so it adds the constant ``log(1 + B e^{alpha delta})`` to the negative Proxy-Anchor
+sum and nothing to PRC. Only the present classes are computed, so the cost is O(B M d + B^2 d)
+whatever the number of classes C, and the value is the full formula's (the proxies' gradient is
+still a dense C x d tensor, zero outside the present rows, as the optimizer expects). Under
+``'keep'`` the formula involves every proxy: PA costs O(B C d) and PRC O(C^2 d), the latter in
+row blocks so that memory stays O(block x C).
 """
 from __future__ import annotations
 
@@ -12,13 +16,12 @@ import math
 import torch
 from torch import nn
 
-from rcdml.distributed import all_gather_batch
+from rcdml.losses.batch import compute_dtype, global_batch
 from rcdml.losses.registry import register_loss
 
 _EPS = 1e-12
-# Finite stand-in for -inf in masked log-sum-exp, so that all-masked rows have zero gradient
-# instead of NaN.
-_MASKED = -1e4
+# Rows per block of the pairwise proxy cosines in PRC: 2^24 entries (64 MiB in fp32) per block.
+_PRC_BLOCK_ENTRIES = 1 << 24
 
 
 def l2n(v: torch.Tensor) -> torch.Tensor:
@@ -26,19 +29,79 @@ def l2n(v: torch.Tensor) -> torch.Tensor:
     return v * torch.rsqrt(v.pow(2).sum(-1, keepdim=True) + _EPS)
 
 
-def _log1p_sum_exp(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``log(1 + sum over masked rows of exp(logits))`` per column, computed stably."""
-    masked = torch.where(mask, logits, torch.full_like(logits, _MASKED))
-    return nn.functional.softplus(torch.logsumexp(masked, dim=0), beta=1.0, threshold=20.0)
+def _log1p_sum_exp(z: torch.Tensor) -> torch.Tensor:
+    """``log(1 + sum_i exp(z_i))`` over dim 0, stable; ``-inf`` entries are left out and get a
+    zero gradient (also when a whole column is ``-inf``). Shifting by ``max(0, max z)`` and using
+    log1p keeps full relative precision when the sum is tiny (well-separated classes)."""
+    top = z.detach().amax(0).clamp_min(0.0)
+    return top + torch.log1p(torch.expm1(-top) + torch.exp(z - top).sum(0))
+
+
+def _segment_log1p_sum_exp(z: torch.Tensor, segment: torch.Tensor, count: int) -> torch.Tensor:
+    """``log(1 + sum_{i in s} exp(z_i))`` for each segment s in ``0..count-1``, stable."""
+    top = z.new_zeros(count).scatter_reduce(0, segment, z.detach(), "amax", include_self=True)
+    total = torch.expm1(-top).index_add(0, segment, torch.exp(z - top[segment]))
+    return top + torch.log1p(total)
+
+
+def _log1p_exp(t: float) -> float:
+    """``log(1 + e^t)`` in Python floats without overflow."""
+    return max(t, 0.0) + math.log1p(math.exp(-abs(t)))
+
+
+class _OffDiagonalReluSum(torch.autograd.Function):
+    """``sum_{a != b} max(0, n_a . n_b)`` over the rows of ``n``, computed in row blocks and
+    recomputed in backward, so memory is O(block x rows) rather than O(rows^2)."""
+
+    @staticmethod
+    def _blocks(n: torch.Tensor):
+        rows = max(1, _PRC_BLOCK_ENTRIES // max(n.shape[0], 1))
+        for start in range(0, n.shape[0], rows):
+            block = n[start:start + rows] @ n.t()
+            block.diagonal(offset=start).zero_()
+            yield start, block
+
+    @staticmethod
+    def forward(ctx, n: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(n)
+        total = n.new_zeros(())
+        for _, block in _OffDiagonalReluSum._blocks(n):
+            total += block.clamp_min_(0.0).sum()
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (n,) = ctx.saved_tensors
+        out = torch.empty_like(n)
+        for start, block in _OffDiagonalReluSum._blocks(n):
+            # The cosine matrix is symmetric: each pair (a, b) reaches n_a from both (a, b) and (b, a).
+            out[start:start + block.shape[0]] = (block > 0).to(n.dtype) @ n
+        return out * (2.0 * grad)
 
 
 class RCDMLLoss(nn.Module):
+    """``L = L_PA + prc_weight L_PRC + src_weight L_SRC`` on proxy-corrected proxies.
+
+    ``forward(embeddings, labels)`` computes the loss of the global batch (all ranks' embeddings,
+    gathered with gradient) and returns the same scalar on every rank. ``terms`` holds the last
+    step's unweighted terms (detached) for logging: ``pa_pos``, ``pa_neg`` and, when their weight
+    is non-zero, ``prc`` and ``src``. A zero weight removes a term and ``pc_momentum=0`` removes
+    proxy correction, so the paper's ablations are configs.
+    """
+
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.1,
                  alpha: float = 32.0, prc_weight: float = 0.02, src_weight: float = 0.01,
                  pc_momentum: float = 0.3, absent_proxies: str = "zero") -> None:
         super().__init__()
         if absent_proxies not in ("zero", "keep"):
             raise ValueError(f"absent_proxies must be 'zero' or 'keep', got {absent_proxies!r}")
+        if not 0.0 <= pc_momentum <= 1.0:
+            raise ValueError(f"pc_momentum must lie in [0, 1], got {pc_momentum}")
+        if prc_weight < 0 or src_weight < 0:
+            raise ValueError(f"prc_weight and src_weight must be >= 0, got {prc_weight}, {src_weight}")
+        if num_classes < 1 or embedding_size < 1:
+            raise ValueError(f"num_classes and embedding_size must be >= 1, got {num_classes}, "
+                             f"{embedding_size}")
         self.num_classes = num_classes
         self.embedding_size = embedding_size
         self.margin = margin
@@ -51,73 +114,72 @@ class RCDMLLoss(nn.Module):
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
         self.terms: dict[str, torch.Tensor] = {}
 
-    def _check(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if x.dim() != 2 or x.shape[0] == 0:
-            raise ValueError(f"RCDMLLoss: expected a non-empty (batch, {self.embedding_size}) "
-                             f"embedding batch, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.embedding_size:
-            raise ValueError(f"RCDMLLoss: embeddings have size {x.shape[1]}, proxies have size "
-                             f"{self.embedding_size}")
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"RCDMLLoss: expected {x.shape[0]} labels, got shape {tuple(y.shape)}")
-        if bool(((y < 0) | (y >= self.num_classes)).any()):
-            raise ValueError(f"RCDMLLoss: labels must lie in [0, {self.num_classes}), got "
-                             f"min {int(y.min())} max {int(y.max())}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("RCDMLLoss: embeddings contain NaN or inf")
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, "
+                f"margin={self.margin}, alpha={self.alpha}, prc_weight={self.prc_weight}, "
+                f"src_weight={self.src_weight}, pc_momentum={self.pc_momentum}, "
+                f"absent_proxies={self.absent_proxies!r}")
+
+    def _correct(self, x: torch.Tensor, xn: torch.Tensor, inv: torch.Tensor,
+                 p: torch.Tensor) -> torch.Tensor:
+        """Proxy correction of the present classes' proxies ``p`` (M x d)."""
+        if self.pc_momentum == 0:
+            return p
+        w = torch.exp((xn * l2n(p)[inv]).sum(-1))
+        w_hat = w / w.new_zeros(p.shape[0]).index_add(0, inv, w)[inv]
+        pulled = torch.zeros_like(p).index_add(0, inv, w_hat[:, None] * x)
+        return self.pc_momentum * pulled + (1.0 - self.pc_momentum) * p
+
+    def _proxy_anchor(self, xn: torch.Tensor, rows: torch.Tensor, column: torch.Tensor,
+                      inv: torch.Tensor, num_present: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """PA positive and negative terms; ``column[i]`` is sample i's own proxy among ``rows``."""
+        sim = xn @ l2n(rows).t()
+        own = sim.gather(1, column[:, None]).squeeze(1)
+        pos = _segment_log1p_sum_exp(-self.alpha * (own - self.margin), inv, num_present)
+        neg_logits = (self.alpha * (sim + self.margin)).scatter(1, column[:, None], float("-inf"))
+        neg = _log1p_sum_exp(neg_logits).sum()
+        if self.absent_proxies == "zero":
+            batch = xn.shape[0]
+            absent = self.num_classes - num_present
+            neg = neg + absent * _log1p_exp(math.log(batch) + self.alpha * self.margin)
+        return pos.sum() / num_present, neg / self.num_classes
+
+    def _src(self, xn: torch.Tensor, inv: torch.Tensor, num_present: int) -> torch.Tensor:
+        """Sum over classes with >= 2 samples of exp(-min same-class cosine)."""
+        same = inv[:, None] == inv[None, :]
+        nearest = (xn @ xn.t()).masked_fill(~same, float("inf")).amin(1)
+        per_class = nearest.new_full((num_present,), float("inf")).scatter_reduce(
+            0, inv, nearest, "amin", include_self=True)
+        several = torch.bincount(inv, minlength=num_present) >= 2
+        return torch.where(several, torch.exp(-per_class), 0.0).sum()
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        x, y = all_gather_batch(embeddings.float(), labels.long())
-        self._check(x, y)
-        batch = x.shape[0]
-        present, inv = torch.unique(y, return_inverse=True)
-        m = present.shape[0]
-        onehot = nn.functional.one_hot(inv, m).bool()
-        xn = l2n(x)
-        proxies = self.proxies.float()
-
-        corrected = proxies[present]
-        if self.pc_momentum > 0:
-            w = torch.exp((xn * l2n(corrected)[inv]).sum(-1))
-            w_hat = w / torch.zeros(m, device=x.device, dtype=x.dtype).index_add(0, inv, w)[inv]
-            pulled = torch.zeros_like(corrected).index_add(0, inv, w_hat[:, None] * x)
-            corrected = self.pc_momentum * pulled + (1.0 - self.pc_momentum) * corrected
-
-        if self.absent_proxies == "keep":
-            all_corrected = proxies.index_copy(0, present, corrected)
-            sim = xn @ l2n(all_corrected).t()
-            pos_mask = nn.functional.one_hot(y, self.num_classes).bool()
-            pos = _log1p_sum_exp(-self.alpha * (sim - self.margin), pos_mask)[present].sum() / m
-            neg = _log1p_sum_exp(self.alpha * (sim + self.margin), ~pos_mask).sum() / self.num_classes
-            prc_rows = all_corrected
-        else:
-            sim = xn @ l2n(corrected).t()
-            pos = _log1p_sum_exp(-self.alpha * (sim - self.margin), onehot).sum() / m
-            absent_term = math.log1p(batch * math.exp(self.alpha * self.margin))
-            neg = (_log1p_sum_exp(self.alpha * (sim + self.margin), ~onehot).sum()
-                   + (self.num_classes - m) * absent_term) / self.num_classes
-            prc_rows = corrected
-
-        loss = pos + neg
-        zero = loss.new_zeros(())
-        prc = src = zero
-        if self.prc_weight > 0:
-            pn = l2n(prc_rows)
-            cos = pn @ pn.t()
-            prc = torch.relu(cos).sum() - torch.relu(cos.diagonal()).sum()
-            loss = loss + self.prc_weight * prc
-        if self.src_weight > 0:
-            counts = torch.bincount(inv, minlength=m)
-            same = onehot.float() @ onehot.float().t() > 0
-            same.fill_diagonal_(False)
-            pair = torch.where(same, xn @ xn.t(), torch.full((batch, batch), 2.0, device=x.device))
-            per_sample = pair.min(dim=1).values
-            per_class = torch.full((m,), 2.0, device=x.device).scatter_reduce(
-                0, inv, per_sample, reduce="amin", include_self=True)
-            src = torch.exp(-per_class)[counts >= 2].sum()
-            loss = loss + self.src_weight * src
-        self.terms = {"pa_pos": pos.detach(), "pa_neg": neg.detach(), "prc": prc.detach(),
-                      "src": src.detach()}
+        dtype = compute_dtype(embeddings, self.proxies)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            x, y = global_batch(embeddings, labels, self.num_classes, self.embedding_size,
+                                "RCDMLLoss", dtype)
+            present, inv = torch.unique(y, return_inverse=True)
+            num_present = present.shape[0]
+            xn = l2n(x)
+            proxies = self.proxies.to(dtype)
+            # rows: the corrected proxies the loss sees; column[i]: sample i's own row.
+            if self.absent_proxies == "zero":
+                rows, column = self._correct(x, xn, inv, proxies[present]), inv
+            elif self.pc_momentum == 0:
+                rows, column = proxies, y
+            else:
+                corrected = self._correct(x, xn, inv, proxies[present])
+                rows, column = proxies.index_copy(0, present, corrected), y
+            pos, neg = self._proxy_anchor(xn, rows, column, inv, num_present)
+            loss = pos + neg
+            terms = {"pa_pos": pos, "pa_neg": neg}
+            if self.prc_weight > 0:
+                terms["prc"] = _OffDiagonalReluSum.apply(l2n(rows))
+                loss = loss + self.prc_weight * terms["prc"]
+            if self.src_weight > 0:
+                terms["src"] = self._src(xn, inv, num_present)
+                loss = loss + self.src_weight * terms["src"]
+        self.terms = {name: value.detach() for name, value in terms.items()}
         return loss
 
 

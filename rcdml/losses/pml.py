@@ -1,0 +1,82 @@
+"""Baselines from pytorch-metric-learning (PML), with RCDML's global-batch semantics.
+
+PML's ``DistributedLossWrapper`` multiplies the loss by the world size to undo DDP's gradient
+averaging, which also multiplies the gradient of the proxies (never gathered) by the world size.
+Here the batch goes through the same all-gather as :class:`~rcdml.losses.RCDMLLoss`: every rank
+computes the loss (and mines pairs or triplets) on the global batch in rank order, the backbone
+gets the exact gradient through the gather's summing backward and the proxies the plain gradient
+of the global loss, so W ranks update exactly like one process on the concatenated batch.
+
+The recipes follow the seed repository's baselines: Proxy-NCA with softmax scale 32,
+Multi-Similarity with its miner, triplet with semi-hard mining, contrastive with a 0.5 negative
+margin (``loss.*`` keys in the config).
+"""
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning import losses, miners
+from torch import nn
+
+from rcdml.losses.batch import compute_dtype, global_batch
+from rcdml.losses.registry import register_loss
+
+
+class PMLLoss(nn.Module):
+    """A PML loss (and optional miner) on the global batch.
+
+    A proxy-based PML loss keeps its proxies as the parameter ``loss_fn.proxies``, so they are
+    parameters of this module: the optimizer's loss group trains them, DDP keeps them identical
+    and checkpoints hold them. ``terms`` is empty: PML's loss is logged as the total.
+    """
+
+    def __init__(self, loss_fn: nn.Module, num_classes: int, embedding_size: int,
+                 miner: nn.Module | None = None) -> None:
+        super().__init__()
+        self.loss_fn = loss_fn
+        self.miner = miner
+        self.num_classes = num_classes
+        self.embedding_size = embedding_size
+        self.terms: dict[str, torch.Tensor] = {}
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # PML casts its proxies to the embeddings' dtype in place: embeddings take the proxies'.
+        proxies = getattr(self.loss_fn, "proxies", None)
+        dtype = compute_dtype(embeddings if proxies is None else proxies)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            x, y = global_batch(embeddings, labels, self.num_classes, self.embedding_size,
+                                type(self.loss_fn).__name__, dtype)
+            mined = self.miner(x, y) if self.miner is not None else None
+            return self.loss_fn(x, y, mined)
+
+
+@register_loss("proxy_anchor")
+def _proxy_anchor(cfg, num_classes: int, embedding_size: int) -> PMLLoss:
+    loss_fn = losses.ProxyAnchorLoss(num_classes, embedding_size, margin=cfg.margin, alpha=cfg.alpha)
+    return PMLLoss(loss_fn, num_classes, embedding_size)
+
+
+@register_loss("proxy_nca")
+def _proxy_nca(cfg, num_classes: int, embedding_size: int) -> PMLLoss:
+    loss_fn = losses.ProxyNCALoss(num_classes, embedding_size, softmax_scale=cfg.softmax_scale)
+    return PMLLoss(loss_fn, num_classes, embedding_size)
+
+
+@register_loss("multi_similarity")
+def _multi_similarity(cfg, num_classes: int, embedding_size: int) -> PMLLoss:
+    loss_fn = losses.MultiSimilarityLoss(alpha=cfg.ms_alpha, beta=cfg.ms_beta, base=cfg.ms_base)
+    miner = miners.MultiSimilarityMiner(epsilon=cfg.ms_epsilon)
+    return PMLLoss(loss_fn, num_classes, embedding_size, miner)
+
+
+@register_loss("triplet")
+def _triplet(cfg, num_classes: int, embedding_size: int) -> PMLLoss:
+    loss_fn = losses.TripletMarginLoss(margin=cfg.triplet_margin)
+    miner = miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets="semihard")
+    return PMLLoss(loss_fn, num_classes, embedding_size, miner)
+
+
+@register_loss("contrastive")
+def _contrastive(cfg, num_classes: int, embedding_size: int) -> PMLLoss:
+    loss_fn = losses.ContrastiveLoss(pos_margin=cfg.contrastive_pos_margin,
+                                     neg_margin=cfg.contrastive_neg_margin)
+    return PMLLoss(loss_fn, num_classes, embedding_size)
