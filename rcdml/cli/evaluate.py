@@ -1,25 +1,34 @@
 """``rcdml-eval CONFIG checkpoint=PATH [key=value ...]``: evaluate a checkpoint's retrieval
-quality on the config's evaluation split, alone or under torchrun."""
+quality on the config's evaluation split, alone or under torchrun.
+
+Rank 0 prints a table and writes ``<checkpoint minus .pt>.eval.json`` (and, with
+``eval.save_embeddings=true``, ``.query.npy``/``.query_labels.npy`` and for a separate gallery
+``.gallery.npy``/``.gallery_labels.npy`` next to it), all atomically.
+"""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from typing import Sequence
 
-from rcdml.cli.common import config_error, parse_config, world_size_from_env
+from rcdml.cli.common import config_error, parse_config
 from rcdml.config import ConfigError
 
 PROG = "rcdml-eval"
+HELP = {"-h", "--help"}
 
 
-def split_checkpoint_arg(argv: Sequence[str]) -> tuple[str, list[str]]:
+def split_checkpoint_arg(argv: Sequence[str]) -> tuple[str | None, list[str]]:
     rest, checkpoint = [], None
     for arg in argv:
         if arg.startswith("checkpoint="):
             checkpoint = arg.split("=", 1)[1]
         else:
             rest.append(arg)
+    if HELP & set(rest):
+        return checkpoint, rest
     if not checkpoint:
         raise ConfigError("checkpoint: missing; pass checkpoint=PATH (e.g. runs/digits/best.pt)")
     if not os.path.isfile(checkpoint):
@@ -27,35 +36,82 @@ def split_checkpoint_arg(argv: Sequence[str]) -> tuple[str, list[str]]:
     return checkpoint, rest
 
 
+def output_stem(checkpoint: str) -> str:
+    return os.path.splitext(checkpoint)[0]
+
+
+def save_embeddings(stem: str, embeddings) -> list[str]:
+    """Write the embeddings and labels as ``.npy`` files; returns their paths."""
+    import numpy as np
+
+    from rcdml.engine.checkpoint import atomic_write_bytes
+
+    arrays = {"query": embeddings.query, "query_labels": embeddings.query_labels}
+    if embeddings.gallery is not None:
+        arrays.update(gallery=embeddings.gallery, gallery_labels=embeddings.gallery_labels)
+    paths = []
+    for name, tensor in arrays.items():
+        path = f"{stem}.{name}.npy"
+        array = tensor.cpu().numpy()
+        atomic_write_bytes(path, lambda f, a=array: np.save(f, a))
+        paths.append(path)
+    return paths
+
+
+def report(cfg, checkpoint: str, result) -> None:
+    """Print the table and write the JSON (and embeddings): rank 0 only."""
+    from rcdml.engine.checkpoint import atomic_write_text
+
+    emb = result.embeddings
+    setting = ("retrieving among themselves" if emb.gallery is None
+               else f"against a gallery of {emb.gallery.shape[0]}")
+    print(f"{checkpoint} (epoch {result.epoch}) on {cfg.data.name}: "
+          f"{emb.query.shape[0]} queries {setting}")
+    print(f"{'metric':<10}{'value':>10}")
+    for name, value in result.metrics.items():
+        print(f"{name:<10}{value:>10.4f}")
+    stem = output_stem(checkpoint)
+    summary = {
+        "checkpoint": checkpoint,
+        "epoch": result.epoch,
+        "dataset": cfg.data.name,
+        "queries": emb.query.shape[0],
+        "gallery": None if emb.gallery is None else emb.gallery.shape[0],
+        # JSON has no NaN: MAP@R/RP are undefined (null) when no query has a match.
+        "metrics": {k: (v if math.isfinite(v) else None) for k, v in result.metrics.items()},
+    }
+    if cfg.eval.save_embeddings:
+        summary["embeddings"] = save_embeddings(stem, emb)
+    out = f"{stem}.eval.json"
+    atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         checkpoint, rest = split_checkpoint_arg(argv)
-        cfg = parse_config(PROG, "Evaluate a checkpoint (Recall@K) on a dataset's eval split.", rest)
+        cfg = parse_config(PROG, "Evaluate a checkpoint (checkpoint=PATH) on a dataset's "
+                           "evaluation split: Recall@K, MAP@R, R-Precision.", rest)
         from rcdml.engine.validate import validate
 
-        validate(cfg, world_size_from_env())
+        # World size 1: the only world-size check is train.batch_size's divisibility, which
+        # does not matter for evaluation (any number of ranks may evaluate a run).
+        validate(cfg, 1)
+        from rcdml.engine.evaluator import evaluate_checkpoint, read_checkpoint
+
+        ckpt = read_checkpoint(checkpoint, cfg)
     except ConfigError as e:
         return config_error(PROG, e)
     from rcdml.distributed import init_distributed, is_main, shutdown
-    from rcdml.engine.evaluator import evaluate_checkpoint
 
     info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
     try:
-        results = evaluate_checkpoint(cfg, info, checkpoint)
-    except ConfigError as e:
-        shutdown()
-        return config_error(PROG, e)
-    try:
+        result = evaluate_checkpoint(cfg, info, ckpt, checkpoint)
         if is_main():
-            print(f"{'metric':<10}{'value':>10}")
-            for name, value in results.items():
-                print(f"{name:<10}{value:>10.4f}")
-            out = os.path.splitext(checkpoint)[0] + ".eval.json"
-            from rcdml.engine.checkpoint import atomic_write_text
-
-            atomic_write_text(out, json.dumps({"checkpoint": checkpoint, **results}, indent=2) + "\n")
-            print(f"wrote {out}")
+            report(cfg, checkpoint, result)
+    except ConfigError as e:
+        return config_error(PROG, e)
     finally:
         shutdown()
     return 0

@@ -7,28 +7,30 @@ import contextlib
 import torch
 from torch import nn
 
-from rcdml.distributed import all_gather_no_grad
+from rcdml.distributed import all_gather_no_grad, all_gather_object
 
 
 @torch.no_grad()
 def embed_shard(model: nn.Module, loader, device: torch.device,
                 amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(embeddings, labels, dataset indices) of the images in ``loader``, on ``device``."""
+    """(float32 embeddings, labels, dataset indices) of the ``(images, labels, indices)``
+    batches of ``loader``, on ``device``. An empty loader gives (0, 0) embeddings."""
     was_training = model.training
     model.eval()
     outs, labels, indices = [], [], []
     autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
-    for images, y, idx in loader:
-        with autocast:
-            outs.append(model(images.to(device, non_blocking=True)).float())
-        labels.append(y.to(device))
-        indices.append(idx.to(device))
-    model.train(was_training)
-    dim = getattr(getattr(model, "head", None), "out_features", 0)
+    try:
+        for images, y, idx in loader:
+            with autocast:
+                outs.append(model(images.to(device, non_blocking=True)).float())
+            labels.append(torch.as_tensor(y).to(device))
+            indices.append(torch.as_tensor(idx).to(device))
+    finally:
+        model.train(was_training)
     if not outs:
-        return (torch.empty(0, dim, device=device), torch.empty(0, dtype=torch.long, device=device),
-                torch.empty(0, dtype=torch.long, device=device))
+        empty = torch.empty(0, dtype=torch.long, device=device)
+        return torch.empty(0, 0, device=device), empty, empty
     return torch.cat(outs), torch.cat(labels).long(), torch.cat(indices).long()
 
 
@@ -38,7 +40,9 @@ def gather_in_order(embeddings: torch.Tensor, labels: torch.Tensor, indices: tor
 
     Raises if any image was embedded twice or not at all, which would silently bias R@K.
     """
-    emb = all_gather_no_grad(embeddings)
+    # A rank whose shard is empty (fewer images than ranks) does not know the embedding size.
+    dim = max(all_gather_object(embeddings.shape[1]))
+    emb = all_gather_no_grad(embeddings.reshape(-1, dim))
     lab = all_gather_no_grad(labels)
     idx = all_gather_no_grad(indices)
     order = torch.argsort(idx)

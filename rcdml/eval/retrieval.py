@@ -1,26 +1,58 @@
-"""Evaluate a model on a run's retrieval protocol (queries against themselves or a gallery)."""
+"""Evaluate a model on a run's retrieval protocol: queries against themselves (CUB, Cars, SOP) or
+against a separate gallery (In-Shop)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from rcdml.distributed import is_distributed
 from rcdml.eval.embed import embed_shard, gather_in_order
-from rcdml.eval.recall import recall_at_k
+from rcdml.eval.metrics import retrieval_metrics
+
+
+@dataclass
+class EvalEmbeddings:
+    """The embedded evaluation split, in dataset order; ``gallery`` is None when the queries
+    retrieve among themselves."""
+    query: torch.Tensor
+    query_labels: torch.Tensor
+    gallery: torch.Tensor | None = None
+    gallery_labels: torch.Tensor | None = None
 
 
 def embed_split(model: nn.Module, pipeline, images, device: torch.device,
                 amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings and labels of ``images`` (an ImageList), each image embedded on one rank."""
+    if len(images) == 0:
+        raise ValueError("the evaluation split has no images")
     emb, labels, idx = embed_shard(model, pipeline.eval_loader(images), device, amp_dtype)
     return gather_in_order(emb, labels, idx, len(images))
 
 
+def embed_eval_data(model: nn.Module, pipeline, device: torch.device,
+                    amp_dtype: torch.dtype | None = None) -> EvalEmbeddings:
+    """``pipeline.data``'s query (and gallery) images, embedded across ranks; every rank gets
+    all of them."""
+    data = pipeline.data
+    out = EvalEmbeddings(*embed_split(model, pipeline, data.query, device, amp_dtype))
+    if data.gallery is not None:
+        out.gallery, out.gallery_labels = embed_split(model, pipeline, data.gallery, device,
+                                                      amp_dtype)
+    return out
+
+
+def score(embeddings: EvalEmbeddings, cfg) -> dict[str, float]:
+    """The metrics ``cfg`` (an EvalConfig) asks for; under torchrun each rank ranks a share of
+    the queries and all ranks return the same numbers."""
+    return retrieval_metrics(embeddings.query, embeddings.query_labels, cfg.ks, embeddings.gallery,
+                             embeddings.gallery_labels, with_map=cfg.map_at_r,
+                             chunk_size=cfg.chunk_size, distributed=is_distributed())
+
+
 def evaluate_retrieval(model: nn.Module, pipeline, device: torch.device, cfg,
                        amp_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """``{"R@k": recall}`` for ``cfg.ks`` (an EvalConfig); the same numbers on every rank."""
-    data = pipeline.data
-    query, query_labels = embed_split(model, pipeline, data.query, device, amp_dtype)
-    gallery = gallery_labels = None
-    if data.gallery is not None:
-        gallery, gallery_labels = embed_split(model, pipeline, data.gallery, device, amp_dtype)
-    recalls = recall_at_k(query, query_labels, cfg.ks, gallery, gallery_labels, cfg.chunk_size)
-    return {f"R@{k}": v for k, v in recalls.items()}
+    """``{"R@k": ..., "MAP@R": ..., "RP": ...}`` for an EvalConfig ``cfg`` (MAP@R and RP when
+    ``cfg.map_at_r``); the same numbers on every rank."""
+    return score(embed_eval_data(model, pipeline, device, amp_dtype), cfg)
