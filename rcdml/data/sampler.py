@@ -15,6 +15,12 @@ import numpy as np
 _SEED_RANGE = 2**62
 
 
+def shard_bounds(n: int, world_size: int) -> np.ndarray:
+    """Rank r's contiguous share of ``range(n)`` is ``bounds[r]:bounds[r + 1]``: near-equal, every
+    item on exactly one rank, no padding."""
+    return np.linspace(0, n, world_size + 1).round().astype(int)
+
+
 class GlobalBatchSampler:
     """Base: subclasses define :meth:`global_batch`; this class slices it per rank."""
 
@@ -39,24 +45,29 @@ class GlobalBatchSampler:
         self.epoch = epoch
         self.start_step = start_step
 
-    def _rng(self, step: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, step])
+    def _rng(self, epoch: int, step: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch, step])
 
-    def global_batch(self, step: int) -> np.ndarray:
+    def global_batch(self, epoch: int, step: int) -> np.ndarray:
+        """Dataset indices of the whole batch ``step`` of ``epoch``, identical on every rank."""
         raise NotImplementedError
 
-    def rank_slice(self, step: int) -> list[tuple[int, int]]:
-        """This rank's (index, augmentation seed) pairs of global batch ``step``."""
-        batch = self.global_batch(step)
-        seeds = np.random.default_rng([self.seed, self.epoch, step, 1]).integers(
+    def rank_slice(self, epoch: int, step: int) -> list[tuple[int, int]]:
+        """This rank's (index, augmentation seed) pairs of global batch ``step`` of ``epoch``."""
+        batch = self.global_batch(epoch, step)
+        seeds = np.random.default_rng([self.seed, epoch, step, 1]).integers(
             _SEED_RANGE, size=len(batch))
-        bounds = np.linspace(0, len(batch), self.world_size + 1).round().astype(int)
-        lo, hi = bounds[self.rank], bounds[self.rank + 1]
+        lo, hi = shard_bounds(len(batch), self.world_size)[self.rank:self.rank + 2]
         return [(int(i), int(s)) for i, s in zip(batch[lo:hi], seeds[lo:hi])]
+
+    @property
+    def max_rank_batch(self) -> int:
+        """An upper bound of the length of any rank's slice."""
+        return -(-self.batch_size // self.world_size)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start_step, self.steps_per_epoch):
-            yield self.rank_slice(step)
+            yield self.rank_slice(self.epoch, step)
 
     def __len__(self) -> int:
         return self.steps_per_epoch - self.start_step
@@ -83,8 +94,8 @@ class BalancedBatchSampler(GlobalBatchSampler):
             raise ValueError(f"a batch of {self.p} classes x {self.k} images needs {self.p} classes, "
                              f"the training split has {len(self.classes)}")
 
-    def global_batch(self, step: int) -> np.ndarray:
-        rng = self._rng(step)
+    def global_batch(self, epoch: int, step: int) -> np.ndarray:
+        rng = self._rng(epoch, step)
         chosen = rng.choice(len(self.classes), size=self.p, replace=False)
         parts = []
         for c in chosen.tolist():
@@ -99,8 +110,8 @@ class RandomBatchSampler(GlobalBatchSampler):
 
     _order: tuple[int, np.ndarray] | None = None
 
-    def global_batch(self, step: int) -> np.ndarray:
-        if self._order is None or self._order[0] != self.epoch:
-            self._order = (self.epoch, np.random.default_rng([self.seed, self.epoch]).permutation(
+    def global_batch(self, epoch: int, step: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(
                 len(self.labels)))
         return self._order[1][step * self.batch_size:(step + 1) * self.batch_size]

@@ -1,8 +1,15 @@
-"""torchvision image transforms for training and evaluation, per backbone input style."""
+"""Image transforms of the torchvision pipeline, and the per-backbone normalisation that the DALI
+pipeline applies with the same constants."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from PIL import Image
 from torchvision import transforms as T
+from torchvision.transforms import functional as F
+
+from rcdml.data.geometry import train_geometry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -10,30 +17,60 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BN_INCEPTION_MEAN_BGR = (104.0, 117.0, 128.0)
 
 
-class BGR255(torch.nn.Module):
-    """RGB tensor in [0, 1] -> BGR in [0, 255] minus the BN-Inception mean."""
+@dataclass(frozen=True)
+class Normalization:
+    """``out[c] = (pixel[c] - mean[c]) / std[c]`` on 0..255 pixels in the channel order of the
+    network input (BGR when ``bgr``)."""
+    bgr: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def normalization(input_style: str) -> Normalization:
+    if input_style == "bn_inception":
+        return Normalization(True, BN_INCEPTION_MEAN_BGR, (1.0, 1.0, 1.0))
+    if input_style == "imagenet":
+        return Normalization(False, tuple(255.0 * m for m in IMAGENET_MEAN),
+                             tuple(255.0 * s for s in IMAGENET_STD))
+    raise ValueError(f"unknown input style {input_style!r}; allowed: imagenet, bn_inception")
+
+
+class Normalize(torch.nn.Module):
+    """RGB tensor in [0, 1] (``ToTensor``'s output) -> the network's normalised input."""
+
+    def __init__(self, norm: Normalization) -> None:
+        super().__init__()
+        self.bgr = norm.bgr
+        self.register_buffer("mean", torch.tensor(norm.mean).view(3, 1, 1))
+        self.register_buffer("std", torch.tensor(norm.std).view(3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(BN_INCEPTION_MEAN_BGR, dtype=x.dtype).view(3, 1, 1)
-        return x.flip(0) * 255.0 - mean
+        if self.bgr:
+            x = x.flip(0)
+        return (x * 255.0 - self.mean) / self.std
 
 
-def normalization(input_style: str) -> torch.nn.Module:
-    if input_style == "bn_inception":
-        return BGR255()
-    return T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+class TrainTransform:
+    """Random-resized crop and optional flip whose randomness comes from the sample's seed only
+    (see :mod:`rcdml.data.geometry`), then the backbone's normalisation."""
 
+    def __init__(self, cfg, input_style: str) -> None:
+        self.size = cfg.image_size
+        self.scale = tuple(cfg.crop_scale)
+        self.flip = cfg.flip
+        self.finish = T.Compose([T.ToTensor(), Normalize(normalization(input_style))])
 
-def train_transform(cfg, input_style: str) -> T.Compose:
-    """Random-resized crop (+ optional horizontal flip), then the backbone's normalisation."""
-    steps = [T.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), antialias=True)]
-    if cfg.flip:
-        steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToTensor(), normalization(input_style)]
-    return T.Compose(steps)
+    def __call__(self, image: Image.Image, seed: int) -> torch.Tensor:
+        geo = train_geometry(image.width, image.height, seed, self.scale, self.flip)
+        box = geo.box
+        image = F.resized_crop(image, box.top, box.left, box.height, box.width,
+                               [self.size, self.size], antialias=True)
+        if geo.flip:
+            image = F.hflip(image)
+        return self.finish(image)
 
 
 def eval_transform(cfg, input_style: str) -> T.Compose:
     """Resize the short side to ``resize_size``, centre-crop ``image_size``, normalise."""
     return T.Compose([T.Resize(cfg.resize_size, antialias=True), T.CenterCrop(cfg.image_size),
-                      T.ToTensor(), normalization(input_style)])
+                      T.ToTensor(), Normalize(normalization(input_style))])

@@ -12,8 +12,8 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from rcdml.data.datasets.base import RetrievalData, register_dataset
-from rcdml.data.datasets.folder import scan_class_folders, split_halves
+from rcdml.data.datasets.base import Catalog, register_dataset
+from rcdml.data.datasets.folder import halves_catalog, scan_class_folders
 from rcdml.distributed import main_process_first
 
 _COMPLETE = ".complete"
@@ -45,7 +45,7 @@ def materialize_digits(root: str) -> None:
 
 
 @register_dataset("digits", embedded=True)
-def read_digits(cfg) -> RetrievalData:
+def read_digits(root: str) -> Catalog:
     with main_process_first():
-        materialize_digits(cfg.root)
-    return split_halves(scan_class_folders(cfg.root))
+        materialize_digits(root)
+    return halves_catalog(scan_class_folders(root))

@@ -1,0 +1,56 @@
+"""``rcdml-prepare NAME --root DIR``: check that a dataset is laid out as its reader expects,
+print the images and classes per split and every missing or unreadable file, or, when the layout
+is not there, what to download from where. Exit code 0 when the dataset is ready, 1 otherwise."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from rcdml.config import ConfigError
+from rcdml.data.datasets import LayoutError, dataset_names, read_catalog, split_catalog
+from rcdml.data.datasets.load import all_paths
+from rcdml.data.image_check import CHECK_LEVELS, describe_problems, find_unreadable
+
+PROG = "rcdml-prepare"
+
+
+def _split_line(name: str, images) -> str:
+    return f"  {name}: {len(images)} images, {images.num_classes} classes"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", choices=dataset_names(), help="dataset (data.name)")
+    parser.add_argument("--root", required=True, help="dataset directory (data.root)")
+    parser.add_argument("--check", choices=CHECK_LEVELS, default="decode",
+                        help="how deeply to check the image files (data.check_images)")
+    parser.add_argument("--train-classes", default=None, help="data.train_classes, e.g. 1-100")
+    parser.add_argument("--eval-classes", default=None, help="data.eval_classes, e.g. 101-200")
+    args = parser.parse_args(argv)
+    try:
+        catalog = read_catalog(args.name, args.root)
+        data = split_catalog(catalog, args.train_classes, args.eval_classes)
+    except LayoutError as e:
+        print(f"{PROG}: {args.name} is not ready under {args.root}:\n{e}", file=sys.stderr)
+        return 1
+    except ConfigError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.name} at {args.root}")
+    print(_split_line("train", data.train))
+    print(_split_line("query", data.query))
+    if data.gallery is not None:
+        print(_split_line("gallery", data.gallery))
+    paths = all_paths(data)
+    problems = find_unreadable(paths, args.check)
+    if problems:
+        print(describe_problems(problems, len(paths), args.check, shown=len(problems)),
+              file=sys.stderr)
+        return 1
+    print(f"  all {len(paths)} images readable (check: {args.check})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""NVIDIA DALI pipelines: the sampler feeds file bytes through a parallel external source, DALI
+decodes (nvJPEG with ``device="mixed"`` on a GPU, libjpeg-turbo/libpng in CPU-only mode), crops,
+resizes, flips and normalises, and the batches arrive as torch tensors.
+
+The geometry of every sample comes from :mod:`rcdml.data.geometry` (see
+:mod:`rcdml.data.dali_source`), so for the same ``(index, seed)`` this pipeline and the
+torchvision one crop the same box; they differ only by their decoders and resize filters (within
+one grey level, except the outermost pixels of a training crop shrunk more than 2x). EXIF
+orientation is ignored, as PIL (and the reference implementations) do.
+
+``data.num_workers`` sets both DALI's decoding threads and the Python worker processes of the
+parallel external source (file reads, header sizes, crop boxes); the workers are forked, or
+spawned once CUDA is initialised (fork is unsafe then). With 0 workers the source runs in the
+training process. DALI's CPU-only mode (``device_id=None``, ``device="cpu"`` decoding) is what runs
+where there is no GPU, and what the tests exercise.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+from rcdml.data.dali_source import EvalSource, TrainSource
+from rcdml.data.datasets.base import ImageList
+from rcdml.data.sampler import GlobalBatchSampler, shard_bounds
+from rcdml.data.transforms import Normalization
+
+_PREFETCH = 2
+
+
+def _decode_args(device: torch.device, norm: Normalization) -> dict:
+    args = dict(device="mixed" if device.type == "cuda" else "cpu",
+                output_type=types.BGR if norm.bgr else types.RGB, adjust_orientation=False)
+    if device.type == "cuda":
+        # nvJPEG's default chroma upsampling differs from libjpeg-turbo's (and PIL's).
+        args["jpeg_fancy_upsampling"] = True
+    return args
+
+
+def _normalize(images, norm: Normalization, mirror=None):
+    return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                    mean=list(norm.mean), std=list(norm.std),
+                                    **({} if mirror is None else {"mirror": mirror}))
+
+
+@pipeline_def
+def _train_graph(source: TrainSource, device: torch.device, norm: Normalization, image_size: int,
+                 parallel: bool):
+    data, anchor, shape, mirror, labels = fn.external_source(
+        source=source, num_outputs=5, batch=True, batch_info=True, parallel=parallel,
+        **({"prefetch_queue_depth": _PREFETCH} if parallel else {}))
+    images = fn.decoders.image_slice(data, anchor, shape, axis_names="WH", normalized_anchor=False,
+                                     normalized_shape=False, **_decode_args(device, norm))
+    images = fn.resize(images, size=[image_size, image_size])
+    return _normalize(images, norm, mirror), labels
+
+
+@pipeline_def
+def _eval_graph(source: EvalSource, device: torch.device, norm: Normalization, image_size: int,
+                parallel: bool):
+    data, size, anchor, labels, index = fn.external_source(
+        source=source, num_outputs=5, batch=True, batch_info=True, parallel=parallel,
+        **({"prefetch_queue_depth": _PREFETCH} if parallel else {}))
+    images = fn.decoders.image(data, **_decode_args(device, norm))
+    images = fn.resize(images, size=size)
+    images = fn.slice(images, anchor, [float(image_size)] * 2, axis_names="WH",
+                      normalized_anchor=False, normalized_shape=False)
+    return _normalize(images, norm), labels, index
+
+
+class DaliLoaders:
+    """Builds and reuses this rank's DALI pipelines: one for training (rebuilt only when an
+    epoch does not follow the last one, e.g. on resume) and one per evaluation image list."""
+
+    def __init__(self, cfg, norm: Normalization, device: torch.device, seed: int,
+                 eval_batch_size: int, world_size: int, rank: int) -> None:
+        self.cfg = cfg
+        self.norm = norm
+        self.device = device
+        self.seed = seed
+        self.eval_batch_size = eval_batch_size
+        self.world_size = world_size
+        self.rank = rank
+        self._train: tuple[DALIGenericIterator, int] | None = None  # (iterator, next epoch)
+        # id(image list) -> (the list, its iterator); holding the list keeps its id unique.
+        self._eval: dict[int, tuple[ImageList, DALIGenericIterator]] = {}
+
+    def _device_id(self) -> int | None:
+        """The GPU of this rank, or None for DALI's CPU-only mode."""
+        if self.device.type != "cuda":
+            return None
+        return self.device.index if self.device.index is not None else torch.cuda.current_device()
+
+    def _build(self, graph, source, batch_size: int):
+        workers = self.cfg.num_workers
+        # Forked workers are cheap, but fork is unsafe once CUDA is initialised.
+        start = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
+        pipe = graph(source, self.device, self.norm, self.cfg.image_size, workers > 0,
+                     batch_size=batch_size, num_threads=max(1, workers),
+                     device_id=self._device_id(),
+                     seed=self.seed, prefetch_queue_depth=_PREFETCH,
+                     **({"py_num_workers": workers, "py_start_method": start} if workers else {}))
+        pipe.build()
+        return pipe
+
+    def train_batches(self, images: ImageList, sampler: GlobalBatchSampler, epoch: int,
+                      start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's ``(images, labels)`` of ``epoch`` from ``start_step`` on."""
+        if start_step >= sampler.steps_per_epoch:
+            return
+        follows = self._train is not None and self._train[1] == epoch and start_step == 0
+        if follows:
+            iterator = self._train[0]
+        else:
+            source = TrainSource(images.paths, images.labels, sampler, epoch, start_step,
+                                 self.cfg.crop_scale, self.cfg.flip)
+            pipe = self._build(_train_graph, source, sampler.max_rank_batch)
+            iterator = DALIGenericIterator([pipe], ["images", "labels"])
+        self._train = None  # an epoch left unfinished makes the next one rebuild the pipeline
+        for out in iterator:
+            yield out[0]["images"], out[0]["labels"].view(-1).long()
+        iterator.reset()
+        self._train = (iterator, epoch + 1)
+
+    def eval_batches(self, images: ImageList
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """This rank's contiguous shard of ``images`` as ``(images, labels, dataset index)``."""
+        lo, hi = shard_bounds(len(images), self.world_size)[self.rank:self.rank + 2]
+        if hi <= lo:
+            return
+        cached = self._eval.pop(id(images), None)  # a pass left unfinished rebuilds the pipeline
+        iterator = cached[1] if cached is not None else None
+        if iterator is None:
+            source = EvalSource(images.paths, images.labels, range(lo, hi), self.eval_batch_size,
+                                self.cfg.resize_size, self.cfg.image_size)
+            pipe = self._build(_eval_graph, source, self.eval_batch_size)
+            iterator = DALIGenericIterator([pipe], ["images", "labels", "index"])
+        for out in iterator:
+            batch = out[0]
+            yield batch["images"], batch["labels"].view(-1).long(), batch["index"].view(-1).long()
+        iterator.reset()
+        self._eval[id(images)] = (images, iterator)

@@ -1,0 +1,68 @@
+"""Read a run's dataset: catalog, class split, then a check that every image can be read."""
+from __future__ import annotations
+
+import sys
+
+from rcdml.config import ConfigError
+from rcdml.data.datasets.base import LayoutError, RetrievalData, dataset_spec, read_catalog
+from rcdml.data.datasets.splits import drop_images, parse_classes, split_catalog
+from rcdml.data.image_check import UnreadableImagesError, describe_problems, find_unreadable
+from rcdml.data.sampler import shard_bounds
+from rcdml.distributed import all_gather_object, get_rank, get_world_size, is_main
+
+
+def all_paths(data: RetrievalData) -> list[str]:
+    sets = [data.train, data.query] + ([data.gallery] if data.gallery is not None else [])
+    return sorted({p for images in sets for p in images.paths})
+
+
+def find_unreadable_across_ranks(paths: list[str], level: str) -> dict[str, str]:
+    """Each rank checks a contiguous share of ``paths``; every rank gets all the problems."""
+    lo, hi = shard_bounds(len(paths), get_world_size())[get_rank():get_rank() + 2]
+    mine = find_unreadable(paths[lo:hi], level)
+    return {p: why for part in all_gather_object(mine) for p, why in part.items()}
+
+
+def read_dataset(cfg) -> RetrievalData:
+    """The train/query/gallery images of ``cfg`` (a DataConfig), checked at ``cfg.check_images``.
+
+    Unreadable files raise :class:`UnreadableImagesError` naming them, or with
+    ``cfg.bad_images == "skip"`` are left out with a warning that counts them. Under torchrun every
+    rank must call this (the check is shared between the ranks).
+    """
+    data = split_catalog(read_catalog(cfg.name, cfg.root), cfg.train_classes, cfg.eval_classes)
+    paths = all_paths(data)
+    problems = find_unreadable_across_ranks(paths, cfg.check_images)
+    if not problems:
+        return data
+    if cfg.bad_images == "error":
+        raise UnreadableImagesError(problems, len(paths), cfg.check_images)
+    if is_main():
+        print("warning: leaving out unreadable images (data.bad_images=skip): "
+              + describe_problems(problems, len(paths), cfg.check_images),
+              file=sys.stderr, flush=True)
+    bad = set(problems)
+    gallery = None if data.gallery is None else drop_images(data.gallery, bad, relabel=False)
+    return RetrievalData(drop_images(data.train, bad, relabel=True),
+                         drop_images(data.query, bad, relabel=False), gallery)
+
+
+def check_dataset_config(cfg, batch_size: int) -> None:
+    """Config-time checks of ``cfg`` (a DataConfig) that need the dataset's lists but not its
+    images: the layout under ``data.root``, the class split, and enough classes for a balanced
+    batch. Raises ConfigError naming the key. Embedded datasets only get the split syntax
+    checked (their files are written when the run starts)."""
+    parse_classes(cfg.train_classes, "data.train_classes")
+    parse_classes(cfg.eval_classes, "data.eval_classes")
+    if dataset_spec(cfg.name).embedded:
+        return
+    try:
+        catalog = read_catalog(cfg.name, cfg.root)
+    except LayoutError as e:
+        raise ConfigError(str(e).replace("\n", " ")) from None
+    data = split_catalog(catalog, cfg.train_classes, cfg.eval_classes)
+    classes = data.train.num_classes
+    if cfg.sampler == "balanced" and batch_size // cfg.samples_per_class > classes:
+        raise ConfigError(f"train.batch_size: {batch_size} images of data.samples_per_class="
+                          f"{cfg.samples_per_class} need {batch_size // cfg.samples_per_class} "
+                          f"training classes per batch; the training split has {classes}")
