@@ -35,7 +35,16 @@ class DataConfig:
     samples_per_class: int = bounded(4, ge=1)
     sampler: Literal["balanced", "random"] = "balanced"
     num_workers: int = bounded(4, ge=0)
-    loader: Literal["torch"] = "torch"
+    # auto: dali on a GPU when nvidia-dali is installed, torch (torchvision DataLoader) otherwise.
+    loader: Literal["auto", "torch", "dali"] = "auto"
+    # Class numbers (1-based, the dataset's own numbering): null = the dataset's default split,
+    # a list of numbers, or ranges such as "1-100" or "1-50,75,90-99".
+    train_classes: str | list[int] | None = bounded(None, ge=1)
+    eval_classes: str | list[int] | None = bounded(None, ge=1)
+    # How deeply image files are checked when the dataset is read: exists | header | decode.
+    check_images: Literal["exists", "header", "decode"] = "decode"
+    # error: stop and list the unreadable files; skip: leave them out with a counted warning.
+    bad_images: Literal["error", "skip"] = "error"
 
 
 @dataclass
@@ -47,6 +56,16 @@ class LossConfig:
     src_weight: float = bounded(0.01, ge=0.0)
     pc_momentum: float = bounded(0.3, ge=0.0, le=1.0)
     absent_proxies: Literal["zero", "keep"] = "zero"
+    # Baselines from pytorch-metric-learning (proxy_anchor uses margin and alpha above); the
+    # defaults are the seed repository's baseline recipes.
+    softmax_scale: float = bounded(32.0, gt=0.0)
+    ms_alpha: float = bounded(2.0, gt=0.0)
+    ms_beta: float = bounded(50.0, gt=0.0)
+    ms_base: float = bounded(0.5, ge=-1.0, le=1.0)
+    ms_epsilon: float = bounded(0.1, ge=0.0)
+    triplet_margin: float = bounded(0.1, gt=0.0)
+    contrastive_pos_margin: float = bounded(0.0, ge=0.0)
+    contrastive_neg_margin: float = bounded(0.5, gt=0.0)
 
 
 @dataclass
@@ -87,6 +106,10 @@ class EvalConfig:
     batch_size: int = bounded(256, ge=1)
     # Queries scored at once; peak memory is O(chunk_size x N).
     chunk_size: int = bounded(1024, ge=1)
+    # Also report MAP@R and R-Precision (Musgrave et al. 2020) next to R@K.
+    map_at_r: bool = True
+    # rcdml-eval: also write the embeddings and labels as .npy files next to its JSON.
+    save_embeddings: bool = False
 
 
 @dataclass

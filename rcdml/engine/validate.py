@@ -7,7 +7,8 @@ import os
 import torch
 
 from rcdml.config import Config, ConfigError
-from rcdml.data.datasets import dataset_names, dataset_spec
+from rcdml.data import dali_available
+from rcdml.data.datasets import check_dataset_config, dataset_names, dataset_spec
 from rcdml.losses import loss_names
 from rcdml.models import backbone_names
 
@@ -39,6 +40,10 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if cfg.data.sampler == "balanced" and cfg.train.batch_size % cfg.data.samples_per_class:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} must be a multiple of "
                           f"data.samples_per_class ({cfg.data.samples_per_class})")
+    if cfg.data.loader == "dali" and not dali_available():
+        raise ConfigError("data.loader: dali needs NVIDIA DALI (pip install rcdml[dali]); allowed "
+                          "here: auto, torch")
+    check_dataset_config(cfg.data, cfg.train.batch_size)
     if cfg.train.warmup_epochs >= cfg.train.epochs and cfg.train.warmup_epochs > 0:
         raise ConfigError(f"train.warmup_epochs: {cfg.train.warmup_epochs} must be smaller than "
                           f"train.epochs ({cfg.train.epochs})")
