@@ -12,9 +12,9 @@ import torch
 from rcdml.config import Config, dump_config
 from rcdml.config.typed import to_dict
 from rcdml.data import build_pipeline
-from rcdml.distributed import DistInfo, all_gather_object, barrier, is_main
-from rcdml.engine.backend import build_backend
-from rcdml.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from rcdml.distributed import DistInfo, all_gather_object, is_main
+from rcdml.engine.backends import build_backend
+from rcdml.engine.checkpoint import atomic_write_text
 from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.eval.retrieval import evaluate_retrieval
@@ -61,8 +61,7 @@ class Trainer:
         self.learner = MetricLearner(self.model, self.loss, amp_dtype(cfg.train.amp))
         self.optimizer = build_optimizer(param_groups(self.model, self.loss, cfg.optim), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs)
-        self.backend = build_backend(cfg.train.backend, self.optimizer, self.device,
-                                     cfg.train.grad_clip_value, cfg.train.amp)
+        self.backend = build_backend(cfg, self.learner, self.optimizer, self.device)
         self.start_epoch = 0
         self.best: dict[str, Any] = {"metric": -1.0, "epoch": -1}
         self._load_resume_checkpoint()
@@ -88,15 +87,12 @@ class Trainer:
         path = self.last_path if resume == "auto" else resume
         if not os.path.exists(path):
             return
-        ckpt = load_checkpoint(path)
+        ckpt = self.backend.load(path)
         saved_model = ckpt["config"]["model"]
         for key in ("backbone", "embedding_size"):
             if saved_model[key] != getattr(self.cfg.model, key):
                 raise ValueError(f"train.resume: {path} was trained with model.{key}="
                                  f"{saved_model[key]}, this run has {getattr(self.cfg.model, key)}")
-        self.model.load_state_dict(ckpt["model"])
-        self.loss.load_state_dict(ckpt["loss"])
-        self.backend.load_state_dict(ckpt["backend"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.start_epoch = ckpt["epoch"]
         self.best = ckpt["best"]
@@ -107,22 +103,18 @@ class Trainer:
             print(f"resumed from {path} after epoch {self.start_epoch}", flush=True)
 
     def _checkpoint(self, epoch: int, improved: bool) -> None:
-        rng = all_gather_object(_rng_state())
-        if is_main():
-            state = {"model": self.model.state_dict(), "loss": self.loss.state_dict(),
-                     "backend": self.backend.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "epoch": epoch, "best": self.best, "rng": rng, "config": to_dict(self.cfg)}
-            save_checkpoint(state, self.last_path)
-            if improved:
-                save_checkpoint(state, os.path.join(self.cfg.output_dir, "best.pt"))
-        barrier()
+        state = {"scheduler": self.scheduler.state_dict(), "epoch": epoch, "best": self.best,
+                 "rng": all_gather_object(_rng_state()), "config": to_dict(self.cfg)}
+        self.backend.save(self.last_path, state)
+        if improved:
+            self.backend.save(os.path.join(self.cfg.output_dir, "best.pt"), state)
 
     def _set_phase(self, epoch: int, current: bool | None) -> bool:
         """Warm-up epochs train only the head and the loss's parameters."""
         warm = epoch < self.cfg.train.warmup_epochs
         if warm != current:
             self.model.set_backbone_trainable(not warm)
-            self.backend.prepare(self.learner)
+            self.backend.prepare()
         return warm
 
     def train_epoch(self, epoch: int) -> dict[str, float]:

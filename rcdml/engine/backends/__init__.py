@@ -1,0 +1,20 @@
+"""Training backends by ``train.backend``; all implement :class:`Backend`."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rcdml.engine.backends.base import Backend
+from rcdml.engine.backends.ddp import DDPBackend
+
+
+def build_backend(cfg, learner: nn.Module, optimizer: torch.optim.Optimizer,
+                  device: torch.device) -> Backend:
+    """The backend of ``cfg.train.backend`` (``cfg`` is the whole run Config)."""
+    if cfg.train.backend == "ddp":
+        return DDPBackend(learner, optimizer, device, cfg.train.grad_clip_value,
+                          fp16=cfg.train.amp == "fp16")
+    raise ValueError(f"train.backend: unknown backend {cfg.train.backend!r}")
+
+
+__all__ = ["Backend", "DDPBackend", "build_backend"]
