@@ -78,6 +78,13 @@ class TrainConfig:
     backend: Literal["ddp"] = "ddp"
     deterministic: bool = False
     progress: bool = True
+    # Also checkpoint (last.pt) every N optimizer steps inside an epoch; 0: at epoch ends only.
+    checkpoint_every_steps: int = bounded(0, ge=0)
+    # A NaN/inf loss either stops the run (naming the step and the last good checkpoint) or
+    # discards that step's update.
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    # Loss scalar to TensorBoard and the progress bar every N steps (one host sync each).
+    log_every_steps: int = bounded(10, ge=1)
 
 
 @dataclass
@@ -97,6 +104,15 @@ class DistConfig:
 
 
 @dataclass
+class MonitorConfig:
+    # Evaluation images embedded on rank 0 at each evaluation for TensorBoard histograms of
+    # intra-class and proxy-proxy similarities, and for the embedding projector at the best
+    # epoch; 0 disables both.
+    sample_size: int = bounded(512, ge=0)
+    projector: bool = True
+
+
+@dataclass
 class Config:
     output_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -106,3 +122,4 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)

@@ -36,7 +36,7 @@ class DataPipeline:
         pin = dist.device.type == "cuda"
         self._train = torch_loader.train_loader(self.data.train, train_transform(cfg.data, input_style),
                                                 self.sampler, cfg.data.num_workers, pin)
-        self._eval_transform = eval_transform(cfg.data, input_style)
+        self.eval_transform = eval_transform(cfg.data, input_style)
         self._pin = pin
 
     def _sampler(self, cfg, images: ImageList) -> GlobalBatchSampler:
@@ -61,7 +61,7 @@ class DataPipeline:
 
     def eval_loader(self, images: ImageList):
         """This rank's shard of ``images`` (each image on exactly one rank)."""
-        return torch_loader.eval_loader(images, self._eval_transform, self.cfg.eval.batch_size,
+        return torch_loader.eval_loader(images, self.eval_transform, self.cfg.eval.batch_size,
                                         self.cfg.data.num_workers, self._pin,
                                         self.dist.world_size, self.dist.rank)
 

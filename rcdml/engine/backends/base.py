@@ -31,8 +31,9 @@ class Backend(ABC):
     def backward(self, loss: torch.Tensor) -> None: ...
 
     @abstractmethod
-    def step(self) -> None:
-        """Clip, apply and clear the gradients."""
+    def step(self, skip: bool = False) -> None:
+        """Clip, apply and clear the gradients; with ``skip``, clear them without an update
+        (a step whose loss was not finite)."""
 
     @abstractmethod
     def save(self, path: str, state: dict[str, Any]) -> None:
@@ -44,3 +45,7 @@ class Backend(ABC):
     @abstractmethod
     def load(self, path: str) -> dict[str, Any]:
         """Restore the trainable state from ``path`` on every rank; return the trainer's state."""
+
+    def artifacts(self, path: str) -> list[str]:
+        """Every file or directory that makes up the checkpoint saved at ``path``."""
+        return [path]

@@ -37,7 +37,10 @@ class DDPBackend(Backend):
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def step(self) -> None:
+    def step(self, skip: bool = False) -> None:
+        if skip:
+            self.optimizer.zero_grad(set_to_none=True)
+            return
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.grad_clip_value is not None:
