@@ -1,6 +1,5 @@
-"""DeepSpeed backend: ZeRO stages 0-2 (3 experimental) with the run's own torch optimizer, bf16/fp16,
-and DeepSpeed's own sharded checkpoints next to a consolidated file that evaluation reads without
-DeepSpeed."""
+"""DeepSpeed backend: ZeRO stages 0-3 with the run's own torch optimizer, bf16/fp16, and DeepSpeed's
+own sharded checkpoints next to a consolidated file that evaluation reads without DeepSpeed."""
 from __future__ import annotations
 
 import logging
@@ -23,7 +22,7 @@ class DeepSpeedBackend(Backend):
       fp32 master copies (a flat partition per rank under ZeRO) but keep the group dicts, so the
       groups backbone/head/loss keep their lr multipliers and the trainer's per-epoch scheduler
       keeps setting the learning rates DeepSpeed steps with.
-    - Gradients are averaged over ranks (all-reduce at stage 0, reduce-scatter at stages 1-2), as
+    - Gradients are averaged over ranks (all-reduce or reduce-scatter, by ZeRO stage), as
       under DDP, so the global-batch loss gives the update of one process on the whole batch.
     - ``train.grad_clip_value`` and frozen groups are handled in a step pre-hook on that optimizer.
       The gradients it sees are the averaged, unscaled fp32 gradients of this rank's partition;
