@@ -100,7 +100,7 @@ def build_deepspeed_config(cfg, world_size: int) -> dict[str, Any]:
     for name in _PRECISIONS:
         out[name] = _precision_section(out, name, cfg.train.amp, path)
     if cfg.train.amp != "none":
-        # DeepSpeed casts the parameters to bf16/fp16 but (since 0.17) keeps buffers in fp32;
+        # DeepSpeed casts the parameters to bf16/fp16; recent versions keep buffers in fp32, but
         # BatchNorm needs its running statistics in the dtype of its weights.
         data_types = out.get("data_types") or {}
         out["data_types"] = {"buffer_dtype": cfg.train.amp, **data_types}
