@@ -75,7 +75,11 @@ class TrainConfig:
     seed: int = bounded(0, ge=0)
     # none | auto (continue from output_dir/last.pt when it exists) | path to a checkpoint
     resume: str = "none"
-    backend: Literal["ddp"] = "ddp"
+    backend: Literal["ddp", "deepspeed"] = "ddp"
+    # DeepSpeed only: none (plain data parallelism, ZeRO stage 0) or a YAML/JSON DeepSpeed config
+    # (e.g. configs/deepspeed/zero2.yaml, relative to the working directory) that adds ZeRO settings;
+    # batch sizes, clipping, precision, optimizer and schedule always come from this run config.
+    deepspeed_config: str = "none"
     deterministic: bool = False
     progress: bool = True
     # Also checkpoint (last.pt) every N optimizer steps inside an epoch; 0: at epoch ends only.
