@@ -64,6 +64,9 @@ class DDPBackend(Backend):
 
     def load(self, path: str) -> dict[str, Any]:
         ckpt = load_checkpoint(path)
+        if "deepspeed" in ckpt:
+            raise ValueError(f"train.resume: {path} was written by train.backend=deepspeed (its "
+                             "optimizer state is sharded next to it); resume it with that backend")
         self.learner.model.load_state_dict(ckpt.pop("model"))
         self.learner.loss.load_state_dict(ckpt.pop("loss"))
         self.optimizer.load_state_dict(ckpt.pop("optimizer"))

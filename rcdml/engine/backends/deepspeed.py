@@ -45,6 +45,7 @@ class DeepSpeedBackend(Backend):
         self.config = config
         self.grad_clip_value = grad_clip_value
         self.engine = None
+        self._skip = False
         # The model parameters of each group, recorded before DeepSpeed swaps in master copies.
         self._group_params = {g["name"]: list(g["params"]) for g in optimizer.param_groups}
         optimizer.register_step_pre_hook(self._before_optimizer_step)
@@ -76,7 +77,7 @@ class DeepSpeedBackend(Backend):
 
     def _before_optimizer_step(self, optimizer, args, kwargs) -> None:
         for group in optimizer.param_groups:
-            frozen = not any(p.requires_grad for p in self._group_params[group["name"]])
+            frozen = self._skip or not any(p.requires_grad for p in self._group_params[group["name"]])
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -98,8 +99,17 @@ class DeepSpeedBackend(Backend):
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)
 
-    def step(self) -> None:
-        self.engine.step()
+    def step(self, skip: bool = False) -> None:
+        # A skipped step still goes through engine.step(), which keeps DeepSpeed's bookkeeping;
+        # the pre-hook drops every gradient, so the optimizer changes nothing.
+        self._skip = skip
+        try:
+            self.engine.step()
+        finally:
+            self._skip = False
+
+    def artifacts(self, path: str) -> list[str]:
+        return [path, _shard_folder(path)]
 
     def save(self, path: str, state: dict[str, Any]) -> None:
         """DeepSpeed's checkpoint (one optimizer shard per rank under ZeRO) goes to a fresh tag in
@@ -107,14 +117,14 @@ class DeepSpeedBackend(Backend):
         the trainer's state and the tag. ``path`` is the commit point: a crash mid-save leaves
         the previous ``path`` and the tag it names intact."""
         engine = self._engine()
-        folder = path + ".ds"
+        folder = _shard_folder(path)
         tag = broadcast_object(_fresh_tag(folder, engine.global_steps) if is_main() else None)
         engine.save_checkpoint(folder, tag=tag, save_latest=False)
         masters = _unfused_master_weights(engine.optimizer)
         trained = {"model": _fp32_state_dict(self.learner.model, masters),
                    "loss": _fp32_state_dict(self.learner.loss, masters)}
         if is_main():
-            meta = {"dir": os.path.basename(folder), "tag": tag, "world_size": get_world_size(),
+            meta = {"tag": tag, "world_size": get_world_size(),
                     "zero_stage": int(engine.zero_optimization_stage())}
             save_checkpoint({**state, **trained, "deepspeed": meta}, path)
             for old in os.listdir(folder):
@@ -132,7 +142,7 @@ class DeepSpeedBackend(Backend):
             raise ValueError(f"train.resume: {path} holds ZeRO-{meta['zero_stage']} optimizer shards "
                              f"of {meta['world_size']} ranks; resume it on {meta['world_size']} ranks, "
                              f"not {get_world_size()}")
-        folder = os.path.join(os.path.dirname(os.path.abspath(path)), meta["dir"])
+        folder = _shard_folder(path)
         if not os.path.isdir(os.path.join(folder, meta["tag"])):
             raise ValueError(f"train.resume: {path} refers to the DeepSpeed checkpoint "
                              f"{os.path.join(folder, meta['tag'])}, which is missing")
@@ -142,6 +152,12 @@ class DeepSpeedBackend(Backend):
             raise ValueError(f"train.resume: DeepSpeed could not load {folder}/{meta['tag']}")
         del ckpt["model"], ckpt["loss"]
         return ckpt
+
+
+def _shard_folder(path: str) -> str:
+    """DeepSpeed's sharded checkpoint of the consolidated file ``path``; it moves with ``path``
+    when the trainer rotates last.pt to prev.pt."""
+    return path + ".ds"
 
 
 def _cast_inputs_to_module_dtype(module: nn.Module, args: tuple) -> tuple:
