@@ -49,6 +49,21 @@ class RunMonitor:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
 
+    def histogram(self, tag: str, values, step: int) -> None:
+        if self.writer is not None and len(values):
+            self.writer.add_histogram(tag, values, step)
+
+    def projector(self, embeddings, labels, thumbnails, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_embedding(embeddings, metadata=[int(v) for v in labels],
+                                      label_img=thumbnails, global_step=step, tag="eval_sample")
+
+    def hparams(self, hparams: dict[str, Any], results: dict[str, float]) -> None:
+        """The run's hyper-parameters next to its final metrics (TensorBoard's HPARAMS tab)."""
+        if self.writer is not None:
+            self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in results.items()},
+                                    run_name="hparams")
+
     def log_epoch(self, metrics: dict[str, Any], step: int) -> None:
         """One metrics.jsonl row, the matching TensorBoard scalars and one console line."""
         if not self.enabled:

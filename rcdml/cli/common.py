@@ -17,6 +17,8 @@ def parse_config(prog: str, description: str, argv: Sequence[str] | None) -> Con
     parser.add_argument("config", help="YAML recipe, e.g. configs/digits.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. train.epochs=5 loss.src_weight=0.02")
+    # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     return load_config(args.config, args.overrides)
 

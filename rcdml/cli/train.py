@@ -1,12 +1,15 @@
 """``rcdml-train CONFIG [key=value ...]``: train (and evaluate) one run, alone or under torchrun."""
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 from rcdml.cli.common import config_error, parse_config, world_size_from_env
 from rcdml.config import ConfigError
 
 PROG = "rcdml-train"
+# A run that started but stopped on a detected fault (non-finite loss, stalled rank).
+EXIT_RUN_FAILED = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,11 +21,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         return config_error(PROG, e)
     from rcdml.distributed import init_distributed, shutdown
-    from rcdml.engine.trainer import Trainer
+    from rcdml.distributed.watchdog import CollectiveTimeout
+    from rcdml.engine.trainer import NonFiniteLoss, Trainer
 
     info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
     try:
         Trainer(cfg, info).fit()
+    except (NonFiniteLoss, CollectiveTimeout) as e:
+        # Every rank sees the same non-finite loss; print it once. A timeout is reported by
+        # each surviving rank, since the one that names the stalled rank may not be rank 0.
+        if isinstance(e, CollectiveTimeout) or info.rank == 0:
+            print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_RUN_FAILED
     finally:
         shutdown()
     return 0

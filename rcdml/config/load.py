@@ -6,12 +6,27 @@ so ablations and dataset variants state only what differs.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Sequence
 
 import yaml
 
 from rcdml.config.schema import Config
 from rcdml.config.typed import ConfigError, build, to_dict
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; configs are full of such learning rates."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
+    list("-+0123456789"))
+
+
+def _yaml(text):
+    return yaml.load(text, Loader=_Loader)
 
 
 def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
@@ -22,7 +37,7 @@ def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = _yaml(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     data = data or {}
@@ -54,7 +69,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"{text}: overrides take the form dotted.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value

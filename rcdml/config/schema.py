@@ -94,9 +94,20 @@ class TrainConfig:
     seed: int = bounded(0, ge=0)
     # none | auto (continue from output_dir/last.pt when it exists) | path to a checkpoint
     resume: str = "none"
-    backend: Literal["ddp"] = "ddp"
+    backend: Literal["ddp", "deepspeed"] = "ddp"
+    # DeepSpeed only: none (plain data parallelism, ZeRO stage 0) or a YAML/JSON DeepSpeed config
+    # (e.g. configs/deepspeed/zero2.yaml, relative to the working directory) that adds ZeRO settings;
+    # batch sizes, clipping, precision, optimizer and schedule always come from this run config.
+    deepspeed_config: str = "none"
     deterministic: bool = False
     progress: bool = True
+    # Also checkpoint (last.pt) every N optimizer steps inside an epoch; 0: at epoch ends only.
+    checkpoint_every_steps: int = bounded(0, ge=0)
+    # A NaN/inf loss either stops the run (naming the step and the last good checkpoint) or
+    # discards that step's update.
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    # Loss scalar to TensorBoard and the progress bar every N steps (one host sync each).
+    log_every_steps: int = bounded(10, ge=1)
 
 
 @dataclass
@@ -120,6 +131,15 @@ class DistConfig:
 
 
 @dataclass
+class MonitorConfig:
+    # Evaluation images embedded on rank 0 at each evaluation for TensorBoard histograms of
+    # intra-class and proxy-proxy similarities, and for the embedding projector at the best
+    # epoch; 0 disables both.
+    sample_size: int = bounded(512, ge=0)
+    projector: bool = True
+
+
+@dataclass
 class Config:
     output_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -129,3 +149,4 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)

@@ -62,8 +62,9 @@ class DataPipeline:
             self._torch_train = torch_loader.train_loader(
                 self.data.train, TrainTransform(cfg.data, input_style), self.sampler,
                 cfg.data.num_workers, pin)
-            self._eval_transform = eval_transform(cfg.data, input_style)
             self._pin = pin
+        # Also used outside the loaders, e.g. to embed a monitoring sample on rank 0.
+        self.eval_transform = eval_transform(cfg.data, input_style)
         if is_main():
             print(self.summary(), flush=True)
 
@@ -108,7 +109,7 @@ class DataPipeline:
         length = -(-(hi - lo) // self.cfg.eval.batch_size)
         if self.loader == "dali":
             return Batches(lambda: self._dali.eval_batches(images), length)
-        loader = torch_loader.eval_loader(images, self._eval_transform, self.cfg.eval.batch_size,
+        loader = torch_loader.eval_loader(images, self.eval_transform, self.cfg.eval.batch_size,
                                           self.cfg.data.num_workers, self._pin,
                                           self.dist.world_size, self.dist.rank)
         return Batches(lambda: loader, length)

@@ -14,6 +14,8 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
+from rcdml.distributed.watchdog import init_watchdog
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -27,6 +29,21 @@ class DistInfo:
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else default
+
+
+def _attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
+    """torchrun's agent store, with keys private to this restart attempt.
+
+    The agent keeps one store across ``--max-restarts`` attempts, so a restarted worker can read
+    a dead worker's gloo/NCCL address left by the previous attempt and fail to connect. A prefix
+    per attempt (TORCHELASTIC_RESTART_COUNT) keeps each attempt's rendezvous keys apart.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    attempt = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"rcdml/attempt_{attempt}", agent)
 
 
 def init_distributed(backend: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
@@ -47,11 +64,16 @@ def init_distributed(backend: str = "auto", timeout_s: float = 1800.0) -> DistIn
     if use_cuda:
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=timeout_s)
         kwargs: dict[str, Any] = {}
         if backend == "nccl":
             kwargs["device_id"] = device
+        store = _attempt_store(timeout)
+        if store is not None:
+            kwargs["store"] = store
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+                                timeout=timeout, **kwargs)
+        init_watchdog()
     return DistInfo(rank, world_size, local_rank, device, backend if world_size > 1 else None)
 
 

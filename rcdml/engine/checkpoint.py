@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -24,6 +25,10 @@ def atomic_write_bytes(path: str, write) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    # mkstemp makes the file private; give it the permissions a plain open() would.
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -47,3 +52,17 @@ def save_checkpoint(state: dict[str, Any], path: str) -> None:
 
 def load_checkpoint(path: str) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def rotate(current: list[str], previous: list[str]) -> None:
+    """Move the files/directories of the current checkpoint over those of the previous one.
+
+    Called before a new checkpoint is written: until the new one is complete, the previous good
+    one stays on disk (and a resume falls back to it).
+    """
+    for src, dst in zip(current, previous):
+        if not os.path.exists(src):
+            continue
+        if os.path.isdir(dst):
+            shutil.rmtree(dst)
+        os.replace(src, dst)

@@ -9,6 +9,7 @@ import torch
 from rcdml.config import Config, ConfigError
 from rcdml.data import dali_available
 from rcdml.data.datasets import check_dataset_config, dataset_names, dataset_spec
+from rcdml.engine.backends.deepspeed_config import check_deepspeed
 from rcdml.losses import loss_names
 from rcdml.models import backbone_names
 
@@ -57,3 +58,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"eval.ks: {cfg.eval.ks} must be a non-empty increasing list")
     if cfg.dist.backend == "nccl" and not torch.cuda.is_available():
         raise ConfigError("dist.backend: nccl needs a GPU; allowed here: auto, gloo")
+    if cfg.train.backend == "deepspeed":
+        check_deepspeed(cfg, world_size)
+    elif cfg.train.deepspeed_config != "none":
+        raise ConfigError(f"train.deepspeed_config: {cfg.train.deepspeed_config} is only read by "
+                          f"train.backend=deepspeed, but train.backend is {cfg.train.backend}")

@@ -29,6 +29,12 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.train.grad_clip_value is None
 
 
+def test_exponent_without_dot_is_a_float(tmp_path):
+    path = write(tmp_path, "run.yaml", "optim:\n  lr: 1e-4\n")
+    assert load_config(path).optim.lr == 1e-4
+    assert load_config(None, ["optim.lr=3E-5"]).optim.lr == 3e-5
+
+
 def test_int_is_accepted_for_float():
     cfg = load_config(None, ["optim.lr=1"])
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)

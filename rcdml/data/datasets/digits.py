@@ -23,10 +23,15 @@ def materialize_digits(root: str) -> None:
     """Write the digits as PNGs under ``root`` unless a complete copy is already there.
 
     The tree is built in a temporary sibling directory and renamed into place, so a crash never
-    leaves a half-written dataset that later runs would trust.
+    leaves a half-written dataset, and concurrent runs sharing ``root`` never see one: the first
+    rename wins and the others discard their copy.
     """
-    if os.path.exists(os.path.join(root, _COMPLETE)):
+    marker = os.path.join(root, _COMPLETE)
+    if os.path.exists(marker):
         return
+    if os.path.exists(root):
+        raise ValueError(f"data.root: {root} exists but is not a dataset written by rcdml "
+                         f"(no {_COMPLETE} marker); remove it or choose another data.root")
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -39,9 +44,12 @@ def materialize_digits(root: str) -> None:
         pixels = np.round(image * (255.0 / 16.0)).astype(np.uint8)
         Image.fromarray(pixels, mode="L").save(os.path.join(folder, f"{index:04d}.png"))
     open(os.path.join(tmp, _COMPLETE), "w").close()
-    if os.path.exists(root):
-        shutil.rmtree(root)
-    os.replace(tmp, root)
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.exists(marker):
+            raise
 
 
 @register_dataset("digits", embedded=True)

@@ -1,0 +1,27 @@
+"""Training backends by ``train.backend``; all implement :class:`Backend`."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rcdml.distributed import get_world_size
+from rcdml.engine.backends.base import Backend
+from rcdml.engine.backends.ddp import DDPBackend
+from rcdml.engine.backends.deepspeed_config import build_deepspeed_config
+
+
+def build_backend(cfg, learner: nn.Module, optimizer: torch.optim.Optimizer,
+                  device: torch.device) -> Backend:
+    """The backend of ``cfg.train.backend`` (``cfg`` is the whole run Config)."""
+    if cfg.train.backend == "ddp":
+        return DDPBackend(learner, optimizer, device, cfg.train.grad_clip_value,
+                          fp16=cfg.train.amp == "fp16")
+    if cfg.train.backend == "deepspeed":
+        from rcdml.engine.backends.deepspeed import DeepSpeedBackend
+
+        return DeepSpeedBackend(learner, optimizer, build_deepspeed_config(cfg, get_world_size()),
+                                cfg.train.grad_clip_value)
+    raise ValueError(f"train.backend: unknown backend {cfg.train.backend!r}")
+
+
+__all__ = ["Backend", "DDPBackend", "build_backend"]

@@ -1,0 +1,76 @@
+"""DistributedDataParallel backend (the bare module in a single process)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from rcdml.distributed import barrier, is_distributed, is_main
+from rcdml.engine.backends.base import Backend
+from rcdml.engine.checkpoint import load_checkpoint, save_checkpoint
+
+
+class DDPBackend(Backend):
+    """Gradients are averaged over ranks by DDP; the loss's all-gather sums them in backward, so
+    the update is exactly that of one process on the global batch. Optional fp16 loss scaling
+    and gradient-value clipping. Checkpoints are one file written by rank 0."""
+
+    def __init__(self, learner: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                 grad_clip_value: float | None = None, fp16: bool = False) -> None:
+        self.learner = learner
+        self.optimizer = optimizer
+        self.device = device
+        self.grad_clip_value = grad_clip_value
+        self.scaler = torch.amp.GradScaler(device.type) if fp16 else None
+        self.wrapped: nn.Module = learner
+
+    def prepare(self) -> None:
+        if is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(self.learner, device_ids=ids)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.wrapped(images, labels)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, skip: bool = False) -> None:
+        if skip:
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.grad_clip_value is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_value_(params, self.grad_clip_value)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def save(self, path: str, state: dict[str, Any]) -> None:
+        if is_main():
+            trained = {"model": self.learner.model.state_dict(), "loss": self.learner.loss.state_dict(),
+                       "optimizer": self.optimizer.state_dict()}
+            if self.scaler is not None:
+                trained["scaler"] = self.scaler.state_dict()
+            save_checkpoint({**state, **trained}, path)
+        barrier()
+
+    def load(self, path: str) -> dict[str, Any]:
+        ckpt = load_checkpoint(path)
+        if "deepspeed" in ckpt:
+            raise ValueError(f"train.resume: {path} was written by train.backend=deepspeed (its "
+                             "optimizer state is sharded next to it); resume it with that backend")
+        self.learner.model.load_state_dict(ckpt.pop("model"))
+        self.learner.loss.load_state_dict(ckpt.pop("loss"))
+        self.optimizer.load_state_dict(ckpt.pop("optimizer"))
+        scaler = ckpt.pop("scaler", None)
+        if self.scaler is not None and scaler is not None:
+            self.scaler.load_state_dict(scaler)
+        return ckpt

@@ -1,0 +1,97 @@
+"""Helpers for tests that launch real training runs on the embedded digits dataset."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import torch
+
+from conftest import ROOT
+
+TRAIN = os.path.join(ROOT, "launch", "train.py")
+DIGITS = os.path.join(ROOT, "configs", "digits.yaml")
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+
+
+def fast(tmp_path, name: str, *extra: str) -> list[str]:
+    """Arguments of a short digits run: 16 px crops, the dataset shared by the test's runs."""
+    return [DIGITS, f"output_dir={tmp_path / name}", f"data.root={tmp_path / 'digits'}",
+            "data.image_size=16", "data.resize_size=16", "train.progress=false",
+            "monitor.sample_size=0", *extra]
+
+
+def train(*args: str, timeout: float = 600, expect: int = 0) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True,
+                            timeout=timeout, cwd=ROOT, env=ENV)
+    assert result.returncode == expect, result.stdout + result.stderr
+    return result
+
+
+def start(cmd: list[str], log_path) -> subprocess.Popen:
+    """Start ``cmd`` in the background with output to ``log_path``."""
+    log = open(log_path, "w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended (code {proc.returncode}) before the condition held")
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def checkpoint_position(path) -> tuple[int, int] | None:
+    """(epoch, step) of the checkpoint at ``path``, or None if there is none (yet)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return None
+    return ckpt["epoch"], ckpt["step"]
+
+
+def metrics(run_dir) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def params(path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return {**{f"model.{k}": v for k, v in ckpt["model"].items()},
+            **{f"loss.{k}": v for k, v in ckpt["loss"].items()}}
+
+
+def assert_same_params(a, b, atol: float = 0.0) -> None:
+    pa, pb = params(a), params(b)
+    assert pa.keys() == pb.keys()
+    diffs = {key: (pa[key].double() - pb[key].double()).abs().max().item() for key in pa
+             if pa[key].numel()}
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= atol, f"{worst} differs by {diffs[worst]:.3g} (> {atol})"
+
+
+def worker_pids(parent: int) -> dict[int, int]:
+    """{rank: pid} of the torchrun workers that are children of ``parent``."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if b"RANK" in env:
+            found[int(env[b"RANK"])] = int(entry)
+    return found
