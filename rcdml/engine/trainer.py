@@ -28,7 +28,7 @@ from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
 from rcdml.eval.retrieval import evaluate_retrieval
-from rcdml.losses import build_loss
+from rcdml.losses import NonFiniteEmbeddings, build_loss
 from rcdml.models import backbone_spec, build_model
 from rcdml.monitor import RunMonitor
 
@@ -137,14 +137,32 @@ class Trainer:
             self.backend.prepare()
         return warm
 
-    def _nonfinite(self, epoch: int, step: int, loss: torch.Tensor) -> None:
-        terms = " ".join(f"{k}={float(v):.4g}" for k, v in self.loss.terms.items())
+    def _nonfinite(self, epoch: int, step: int, what: str) -> None:
         where = f"epoch {epoch + 1} step {step + 1}"
         if self.cfg.train.on_nonfinite == "stop":
-            raise NonFiniteLoss(f"non-finite loss {float(loss)} at {where} ({terms}); last good "
+            raise NonFiniteLoss(f"{what} at {where}; last good "
                                 f"checkpoint: {self.last_good or 'none'}; set "
                                 "train.on_nonfinite=skip to drop such steps instead")
-        self.monitor.print(f"warning: non-finite loss at {where} ({terms}); step skipped")
+        self.monitor.print(f"warning: {what} at {where}; step skipped")
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int,
+                    step: int) -> torch.Tensor | None:
+        """One optimizer step; the detached loss, or None when the step was not finite (and
+        skipped, by ``train.on_nonfinite``)."""
+        try:
+            loss = self.backend(images, labels)
+        except NonFiniteEmbeddings as e:
+            # Raised after the loss's all-gather, so every rank skips (or stops) together.
+            self._nonfinite(epoch, step, str(e))
+            return None
+        finite = bool(torch.isfinite(loss.detach()))
+        self.backend.backward(loss)
+        self.backend.step(skip=not finite)
+        if not finite:
+            terms = " ".join(f"{k}={float(v):.4g}" for k, v in self.loss.terms.items())
+            self._nonfinite(epoch, step, f"non-finite loss {float(loss)} ({terms})")
+            return None
+        return loss.detach()
 
     def train_epoch(self, epoch: int, start_step: int) -> dict[str, float]:
         cfg = self.cfg.train
@@ -160,22 +178,18 @@ class Trainer:
         for step, (images, labels) in enumerate(loader, start=start_step):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            loss = self.backend(images, labels)
-            finite = bool(torch.isfinite(loss.detach()))
-            self.backend.backward(loss)
-            self.backend.step(skip=not finite)
-            if not finite:
-                self._nonfinite(epoch, step, loss)
+            loss = self._train_step(images, labels, epoch, step)
+            if loss is None:
                 skipped += 1
             else:
-                for name, value in {"loss": loss.detach(), **self.loss.terms}.items():
+                for name, value in {"loss": loss, **self.loss.terms}.items():
                     sums[name] = sums.get(name, 0.0) + value.detach().float()
                 counted += 1
             images_seen += images.shape[0]
             bar.update()
             global_step = epoch * steps + step + 1
-            if (step + 1) % cfg.log_every_steps == 0:
-                value = float(loss.detach())
+            if (step + 1) % cfg.log_every_steps == 0 and loss is not None:
+                value = float(loss)
                 bar.set_postfix_str(f"loss {value:.4f}")
                 self.monitor.scalars({"step/loss": value}, global_step)
             if (cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0

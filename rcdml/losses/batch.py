@@ -12,6 +12,11 @@ import torch
 from rcdml.distributed import all_gather_batch
 
 
+class NonFiniteEmbeddings(ValueError):
+    """The global batch holds NaN/inf embeddings (raised on every rank alike); the trainer treats
+    it like a non-finite loss (``train.on_nonfinite``)."""
+
+
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """The widest dtype of ``tensors`` and fp32: losses exponentiate scaled cosines."""
     dtype = torch.float32
@@ -44,5 +49,5 @@ def global_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: in
         raise ValueError(f"{who}: labels must lie in [0, {num_classes}) (num_classes={num_classes}), "
                          f"got labels from {lowest} to {highest}")
     if non_finite:
-        raise ValueError(f"{who}: embeddings contain {non_finite} NaN or inf values")
+        raise NonFiniteEmbeddings(f"{who}: embeddings contain {non_finite} NaN or inf values")
     return x, y
