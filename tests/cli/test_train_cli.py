@@ -1,7 +1,6 @@
 """``launch/train.py`` end to end on the embedded digits dataset, and its config errors."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

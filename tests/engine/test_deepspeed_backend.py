@@ -254,4 +254,4 @@ def test_digits_trains_resumes_and_evaluates_like_ddp(tmp_path):
     with open(tmp_path / "ds" / "best.eval.json") as f:
         scores = json.load(f)
     best_epoch = ds_ckpt["best"]["epoch"]
-    assert scores["R@1"] == pytest.approx(ds_rows[best_epoch - 1]["eval/R@1"], abs=1e-6)
+    assert scores["metrics"]["R@1"] == pytest.approx(ds_rows[best_epoch - 1]["eval/R@1"], abs=1e-6)

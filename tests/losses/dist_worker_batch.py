@@ -18,7 +18,7 @@ from torch import nn
 
 from rcdml.config.schema import LossConfig, OptimConfig
 from rcdml.distributed import init_distributed, shutdown
-from rcdml.engine.backend import DDPBackend
+from rcdml.engine.backends import DDPBackend
 from rcdml.engine.learner import MetricLearner
 from rcdml.engine.optim import build_optimizer, param_groups
 from rcdml.losses import build_loss
@@ -86,9 +86,9 @@ def train(variant: str, world_size: int, rank: int) -> dict:
         loss = build_loss(LossConfig(**VARIANTS[variant]), NUM_CLASSES, DIM)
     learner = MetricLearner(model, loss)
     optim_cfg = OptimConfig(lr=1e-2, loss_lr_mult=10.0)
-    backend = DDPBackend(build_optimizer(param_groups(model, loss, optim_cfg), optim_cfg),
+    backend = DDPBackend(learner, build_optimizer(param_groups(model, loss, optim_cfg), optim_cfg),
                          torch.device("cpu"), grad_clip_value=None)
-    backend.prepare(learner)
+    backend.prepare()
     sizes = (EVEN_SPLITS if variant == PML_WRAPPER else SPLITS)[world_size]
     start, stop = sum(sizes[:rank]), sum(sizes[:rank + 1])
     record: dict = {"loss": [], "grads": [], "params": []}
