@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tarfile
 import sys
 from typing import Sequence
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OMNIGLOT_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "omniglot.tar.gz")
 
 
 def run_torchrun(script: str, nproc: int, args: Sequence[str] = (), timeout: float = 300,
@@ -30,3 +33,14 @@ def run_torchrun(script: str, nproc: int, args: Sequence[str] = (), timeout: flo
 def torchrun():
     """The :func:`run_torchrun` helper, as a fixture."""
     return run_torchrun
+
+
+@pytest.fixture(scope="session")
+def omniglot_root(tmp_path_factory):
+    """../shared/data/omniglot.tar.gz extracted once per test session; the ``omniglot`` folder.
+    Removed at the end: 32,460 files left in pytest's temporary folders slow later sessions."""
+    target = tmp_path_factory.mktemp("omniglot")
+    with tarfile.open(OMNIGLOT_ARCHIVE) as archive:
+        archive.extractall(target, filter="data")
+    yield str(target / "omniglot")
+    shutil.rmtree(target, ignore_errors=True)

@@ -23,10 +23,13 @@ TERMS = {
     "full": {"pa_pos", "pa_neg", "prc", "src"},
 }
 NUM_CLASSES = 5
+# A few Omniglot characters (background 1-964, evaluation 965-1623) and tiny images: fast runs.
+SMALL = ["data.train_classes=1-8", "data.eval_classes=965-972", "data.image_size=16",
+         "data.resize_size=16", "train.batch_size=16"]
 
 
-def build(name: str) -> RCDMLLoss:
-    cfg = load_config(os.path.join(ABLATIONS, f"{name}.yaml"))
+def build(name: str, root: str) -> RCDMLLoss:
+    cfg = load_config(os.path.join(ABLATIONS, f"{name}.yaml"), [f"data.root={root}"])
     validate(cfg)
     assert cfg.output_dir == f"runs/ablations/{name}"
     torch.manual_seed(0)
@@ -40,31 +43,39 @@ def batch(dim: int):
 
 
 @pytest.mark.parametrize("name", sorted(TERMS))
-def test_ablation_builds_and_trains_its_terms(name):
-    loss_fn = build(name)
+def test_ablation_builds_and_trains_its_terms(name, omniglot_root):
+    loss_fn = build(name, omniglot_root)
     x, y = batch(loss_fn.embedding_size)
     loss_fn(x, y).backward()
     assert set(loss_fn.terms) == TERMS[name]
     assert x.grad.abs().sum() > 0 and loss_fn.proxies.grad.abs().sum() > 0
 
 
-def test_pa_only_is_proxy_anchor_and_correction_changes_it():
-    pa = build("pa")
+def test_pa_only_is_proxy_anchor_and_correction_changes_it(omniglot_root):
+    pa = build("pa", omniglot_root)
     x, y = batch(pa.embedding_size)
     pml = pml_losses.ProxyAnchorLoss(NUM_CLASSES, pa.embedding_size, margin=0.1, alpha=32)
     pml.proxies.data.copy_(pa.proxies.detach())
     torch.testing.assert_close(pa(x, y), pml(x, y), rtol=1e-5, atol=0)
-    pa_pc = build("pa_pc")
+    pa_pc = build("pa_pc", omniglot_root)
     assert torch.equal(pa_pc.proxies, pa.proxies)
     assert abs(float(pa_pc(x, y).detach()) - float(pa(x, y).detach())) > 1e-3
 
 
-def test_pa_only_ablation_trains_end_to_end(tmp_path):
+def test_ablations_share_the_omniglot_recipe():
+    recipes = {name: load_config(os.path.join(ABLATIONS, f"{name}.yaml")) for name in TERMS}
+    base = load_config(os.path.join(ROOT, "configs", "omniglot.yaml"))
+    for cfg in recipes.values():
+        assert (cfg.model, cfg.data, cfg.train, cfg.optim) == (base.model, base.data, base.train,
+                                                               base.optim)
+
+
+def test_pa_only_ablation_trains_end_to_end(tmp_path, omniglot_root):
     run = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "launch", "train.py"),
-         os.path.join(ABLATIONS, "pa.yaml"), f"output_dir={run}", f"data.root={tmp_path / 'digits'}",
-         "data.image_size=16", "data.resize_size=16", "train.epochs=1", "train.progress=false"],
+         os.path.join(ABLATIONS, "pa.yaml"), f"output_dir={run}", f"data.root={omniglot_root}",
+         *SMALL, "train.epochs=1", "train.progress=false"],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
         env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stdout + result.stderr

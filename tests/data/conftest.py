@@ -1,16 +1,11 @@
-"""Fixtures of the data tests: tiny image files, dataset trees, and Omniglot extracted once."""
+"""Fixtures of the data tests: tiny image files and dataset trees (Omniglot: tests/conftest.py)."""
 from __future__ import annotations
 
 import os
-import shutil
-import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OMNIGLOT_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "omniglot.tar.gz")
 
 
 def write_image(path: str, size: tuple[int, int] = (40, 30), seed: int = 0,
@@ -75,12 +70,3 @@ def folder_dataset():
     return write_folder_dataset
 
 
-@pytest.fixture(scope="session")
-def omniglot_root(tmp_path_factory):
-    """../shared/data/omniglot.tar.gz extracted once per test session; the ``omniglot`` folder.
-    Removed at the end: 32,460 files left in pytest's temporary folders slow later sessions."""
-    target = tmp_path_factory.mktemp("omniglot")
-    with tarfile.open(OMNIGLOT_ARCHIVE) as archive:
-        archive.extractall(target, filter="data")
-    yield str(target / "omniglot")
-    shutil.rmtree(target, ignore_errors=True)
