@@ -89,6 +89,7 @@ def pml(include: tuple[str, ...], k) -> Callable:
     return build
 
 
+PML_METHODS = (BASELINE, "PML p@1+MAP@R+RP")
 METHODS: dict[str, Callable] = {
     OURS: rcdml(with_map=False),
     "rcdml R@K+MAP@R+RP": rcdml(with_map=True),
@@ -113,22 +114,32 @@ def child(args) -> None:
         torch.set_num_threads(args.threads)
     run = METHODS[args.child](args)
     x, y = sop_like(args.n, args.dim)
+    # faiss-cpu (PML) only runs on the CPU; ours and the brute force run on --device.
+    device = torch.device(args.device if args.child not in PML_METHODS else "cpu")
+    x, y = x.to(device), y.to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     before = resident_bytes("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM, the peak resident set, to the current one
     cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     results = run(x, y)
+    if cuda:
+        torch.cuda.synchronize(device)
     wall = time.perf_counter() - wall0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    gpu_peak = torch.cuda.max_memory_allocated(device) if cuda else 0
     print(json.dumps({"seconds": wall, "cpu_seconds": cpu, "peak": resident_bytes("VmHWM"),
-                      "before": before, "results": results}))
+                      "before": before, "gpu_peak": gpu_peak, "results": results}))
 
 
 def measure(method: str, n: int, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", method, "--n", str(n),
            "--dim", str(args.dim), "--chunk-size", str(args.chunk_size), "--threads",
-           str(args.threads)]
+           str(args.threads), "--device", args.device]
     runs = []
     for _ in range(args.repeats):
         result = subprocess.run(cmd, capture_output=True, text=True)
@@ -140,6 +151,7 @@ def measure(method: str, n: int, args) -> dict:
     return {"seconds": statistics.median(r["seconds"] for r in runs),
             "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
             "peak": max(r["peak"] for r in runs), "before": runs[0]["before"],
+            "gpu_peak": max(r["gpu_peak"] for r in runs),
             "results": runs[0]["results"]}
 
 
@@ -169,7 +181,7 @@ def run_all(args) -> list[dict]:
 def table(rows: list[dict]) -> str:
     head = (f"| {'N':>6} | {'method':<20} | {'wall s':>8} | {'CPU s':>8} | {'wall / PML p@1':>14} | "
             f"{'CPU / PML p@1':>13} | {'peak RSS GiB':>12} | {'of it added':>11} | {'R@1':>7} | "
-            f"{'R@1000':>7} | {'MAP@R':>7} |")
+            f"{'R@1000':>7} | {'MAP@R':>7} | {'GPU peak GiB':>12} |")
     lines = [head, "|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|"]
     for r in rows:
         if "skipped" in r:
@@ -181,7 +193,7 @@ def table(rows: list[dict]) -> str:
                      f"{r['cpu_seconds']:>8.3f} | {r['time_x']:>13.2f}x | {r['cpu_x']:>12.2f}x | "
                      f"{r['peak'] / 2**30:>12.3f} | {(r['peak'] - r['before']) / 2**30:>11.3f} | "
                      f"{cell('R@1')} | {cell('R@1000')} | "
-                     f"{cell('MAP@R')} |")
+                     f"{cell('MAP@R')} | {r['gpu_peak'] / 2**30:>12.3f} |")
     return "\n".join(lines)
 
 
@@ -206,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="CPU threads of torch and faiss (0: their defaults)")
     parser.add_argument("--max-matrix-gib", type=float, default=4.0,
                         help="skip the brute force when its N x N matrix is larger")
+    parser.add_argument("--device", default="cpu",
+                        help="device of rcdml and the brute force (PML's faiss-cpu stays on CPU)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -214,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.smoke:
         args.sizes, args.dim, args.chunk_size = [1000], 32, 128
-    print(f"exact retrieval evaluation, d={args.dim}, K={list(KS)}, CPU, "
+    print(f"exact retrieval evaluation, d={args.dim}, K={list(KS)}, {args.device}, "
           f"{args.threads or torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"eval.chunk_size={args.chunk_size}", flush=True)
     rows = run_all(args)
