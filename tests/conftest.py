@@ -1,6 +1,7 @@
 """Shared test helpers: run a script under torchrun (gloo, CPU) from a test."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -27,6 +28,14 @@ def run_torchrun(script: str, nproc: int, args: Sequence[str] = (), timeout: flo
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", *extra, script, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT)
+
+
+def load_worker(path: str):
+    """Import a torchrun worker script (not collected by pytest) as a module, by its path."""
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -2,24 +2,18 @@
 numbers on every rank equal to single-process evaluation and to brute force."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import pytest
 
+from conftest import load_worker
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "dist_worker_retrieval.py")
 
 
-def load_worker():
-    spec = importlib.util.spec_from_file_location("dist_worker_retrieval", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-worker = load_worker()
+worker = load_worker(WORKER)
 
 
 @pytest.mark.parametrize("kind", worker.KINDS)

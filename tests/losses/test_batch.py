@@ -4,26 +4,18 @@ AdamW updates equal one process training on the concatenated batches, with bit-i
 parameters (proxies included) on every rank."""
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 import torch
 
-from conftest import run_torchrun
+from conftest import load_worker, run_torchrun
 from rcdml.config import load_config
 from rcdml.losses import build_loss, loss_names
 from rcdml.losses.batch import compute_dtype, global_batch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "dist_worker_batch.py")
-
-
-def load_worker():
-    spec = importlib.util.spec_from_file_location("dist_worker_batch", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("name", loss_names())
@@ -59,7 +51,7 @@ def test_single_process_batch_is_the_input_in_the_compute_dtype():
 
 @pytest.fixture(scope="module")
 def single_process():
-    worker = load_worker()
+    worker = load_worker(WORKER)
     torch.manual_seed(0)
     return worker, {v: worker.train(v, 1, 0) for v in worker.VARIANTS}
 
