@@ -11,7 +11,7 @@ from conftest import ROOT
 def test_smoke_results_table(omniglot_root, tmp_path):
     report = tmp_path / "RESULTS.md"
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "results.py"), "--smoke",
-           "--methods", "full", "pa", "--seeds", "0", "1", "--root", omniglot_root,
+           "--methods", "full", "pa", "--seeds", "0", "1", "--jobs", "2", "--root", omniglot_root,
            "--out", str(tmp_path / "out"), "--report", str(report)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
