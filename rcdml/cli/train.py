@@ -27,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
     try:
         Trainer(cfg, info).fit()
+    except ConfigError as e:
+        # Found once the run has started, e.g. a checkpoint of another model to resume from.
+        return config_error(PROG, e)
     except (NonFiniteLoss, CollectiveTimeout) as e:
         # Every rank sees the same non-finite loss; print it once. A timeout is reported by
         # each surviving rank, since the one that names the stalled rank may not be rank 0.

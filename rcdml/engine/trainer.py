@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from rcdml.config import Config, dump_config
+from rcdml.config import Config, ConfigError, dump_config
 from rcdml.config.typed import to_dict
 from rcdml.data import build_pipeline
 from rcdml.distributed import DistInfo, all_gather_object, barrier, is_distributed, is_main
@@ -83,25 +83,32 @@ class Trainer:
         return [] if resume == "none" else [resume]
 
     def _resume(self) -> None:
+        """Continue from the first readable candidate. A file that cannot be read (e.g. cut
+        short) falls back to the next; a readable one from another model is an error, and so is
+        finding checkpoints of which none can be read: starting over would overwrite them."""
+        unreadable = []
         for path in self._resume_candidates():
             if not os.path.exists(path):
                 continue
             try:
-                ckpt = self.backend.load(path)
+                saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["config"]
             except _UNREADABLE as e:
+                unreadable.append(f"{path} ({type(e).__name__}: {e})")
                 if is_main():
-                    print(f"warning: cannot read checkpoint {path} ({type(e).__name__}: {e}); "
-                          "trying the previous one", flush=True)
+                    print(f"warning: cannot read checkpoint {unreadable[-1]}; trying the previous one",
+                          flush=True)
                 continue
-            self._restore(path, ckpt)
+            for key in ("backbone", "embedding_size"):
+                if saved["model"][key] != getattr(self.cfg.model, key):
+                    raise ConfigError(f"train.resume: {path} was trained with model.{key}="
+                                     f"{saved['model'][key]}, this run has "
+                                     f"{getattr(self.cfg.model, key)}")
+            self._restore(path, self.backend.load(path))
             return
+        if unreadable:
+            raise RuntimeError("train.resume: no readable checkpoint: " + "; ".join(unreadable))
 
     def _restore(self, path: str, ckpt: dict[str, Any]) -> None:
-        saved_model = ckpt["config"]["model"]
-        for key in ("backbone", "embedding_size"):
-            if saved_model[key] != getattr(self.cfg.model, key):
-                raise ValueError(f"train.resume: {path} was trained with model.{key}="
-                                 f"{saved_model[key]}, this run has {getattr(self.cfg.model, key)}")
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.start_epoch, self.start_step = ckpt["epoch"], ckpt["step"]
         self.resumed_totals = ckpt["epoch_totals"]
