@@ -2,6 +2,8 @@
 checks the gathers' values and the summing backward against closed forms, prints 'ok'."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from rcdml.distributed import (all_gather_batch, all_gather_no_grad, all_gather_with_grad,
@@ -44,7 +46,9 @@ def main() -> None:
     # No rows anywhere: an empty global batch (which the losses then reject), no collective.
     assert all_gather_with_grad(torch.zeros(0, 2)).shape == (0, 2)
     shutdown()
-    print("ok", rank, flush=True)
+    # One write(2) per line: the ranks share the pipe, and print() may split "ok", " ", rank and
+    # the newline into separate writes that interleave with the other ranks' lines.
+    os.write(1, f"ok {rank}\n".encode())
 
 
 if __name__ == "__main__":
