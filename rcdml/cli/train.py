@@ -6,6 +6,7 @@ from typing import Sequence
 
 from rcdml.cli.common import config_error, parse_config, world_size_from_env
 from rcdml.config import ConfigError
+from rcdml.log import configure_logging
 
 PROG = "rcdml-train"
 # A run that started but stopped on a detected fault (non-finite loss, stalled rank).
@@ -13,6 +14,7 @@ EXIT_RUN_FAILED = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     try:
         cfg = parse_config(PROG, "Train an embedding network with RCDML or a baseline loss.", argv)
         from rcdml.engine.validate import validate

@@ -5,7 +5,8 @@ The loader classes are imported on first use: DALI's worker processes import
 """
 from __future__ import annotations
 
-_PIPELINE = ("DataPipeline", "build_pipeline", "dali_available")
+_PIPELINE = ("DataPipeline", "EvalPipeline", "build_eval_pipeline", "build_pipeline",
+             "dali_available")
 __all__ = list(_PIPELINE)
 
 

@@ -22,9 +22,11 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
+from rcdml.config import DataConfig
 from rcdml.data.dali_source import EvalSource, TrainSource
 from rcdml.data.datasets.base import ImageList
-from rcdml.data.sampler import GlobalBatchSampler, shard_bounds
+from rcdml.data.loader import ImageLoader
+from rcdml.data.sampler import GlobalBatchSampler
 from rcdml.data.transforms import Normalization
 
 _PREFETCH = 2
@@ -70,19 +72,19 @@ def _eval_graph(source: EvalSource, device: torch.device, norm: Normalization, i
     return _normalize(images, norm), labels, index
 
 
-class DaliLoaders:
+class DaliLoader(ImageLoader):
     """Builds and reuses this rank's DALI pipelines: one for training (rebuilt only when an
     epoch does not follow the last one, e.g. on resume) and one per evaluation image list."""
 
-    def __init__(self, cfg, norm: Normalization, device: torch.device, seed: int,
-                 eval_batch_size: int, world_size: int, rank: int) -> None:
+    name = "dali"
+
+    def __init__(self, cfg: DataConfig, norm: Normalization, device: torch.device, seed: int,
+                 eval_batch_size: int) -> None:
         self.cfg = cfg
         self.norm = norm
         self.device = device
         self.seed = seed
         self.eval_batch_size = eval_batch_size
-        self.world_size = world_size
-        self.rank = rank
         self._train: tuple[DALIGenericIterator, int] | None = None  # (iterator, next epoch)
         # id(image list) -> (the list, its iterator); holding the list keeps its id unique.
         self._eval: dict[int, tuple[ImageList, DALIGenericIterator]] = {}
@@ -107,7 +109,6 @@ class DaliLoaders:
 
     def train_batches(self, images: ImageList, sampler: GlobalBatchSampler, epoch: int,
                       start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's ``(images, labels)`` of ``epoch`` from ``start_step`` on."""
         if start_step >= sampler.steps_per_epoch:
             return
         follows = self._train is not None and self._train[1] == epoch and start_step == 0
@@ -124,16 +125,14 @@ class DaliLoaders:
         iterator.reset()
         self._train = (iterator, epoch + 1)
 
-    def eval_batches(self, images: ImageList
+    def eval_batches(self, images: ImageList, share: range
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """This rank's contiguous shard of ``images`` as ``(images, labels, dataset index)``."""
-        lo, hi = shard_bounds(len(images), self.world_size)[self.rank:self.rank + 2]
-        if hi <= lo:
+        if not share:
             return
         cached = self._eval.pop(id(images), None)  # a pass left unfinished rebuilds the pipeline
         iterator = cached[1] if cached is not None else None
         if iterator is None:
-            source = EvalSource(images.paths, images.labels, range(lo, hi), self.eval_batch_size,
+            source = EvalSource(images.paths, images.labels, share, self.eval_batch_size,
                                 self.cfg.resize_size, self.cfg.image_size)
             pipe = self._build(_eval_graph, source, self.eval_batch_size)
             iterator = DALIGenericIterator([pipe], ["images", "labels", "index"])

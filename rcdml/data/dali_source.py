@@ -7,26 +7,13 @@ A batch is a function of ``BatchInfo`` (iteration, epoch) alone, as parallel wor
 """
 from __future__ import annotations
 
-import io
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 from rcdml.data.geometry import eval_geometry, train_geometry
+from rcdml.data.image_io import read_image_file
 from rcdml.data.sampler import GlobalBatchSampler
-
-
-def read_image_file(path: str) -> tuple[np.ndarray, int, int]:
-    """File bytes and (width, height) from the header, with the path in any error."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        with Image.open(io.BytesIO(raw)) as image:
-            width, height = image.size
-    except (OSError, ValueError, SyntaxError) as e:
-        raise OSError(f"cannot read image {path}: {e}") from e
-    return np.frombuffer(raw, dtype=np.uint8), width, height
 
 
 def _xy(x: float, y: float) -> np.ndarray:

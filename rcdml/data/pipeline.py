@@ -1,6 +1,6 @@
-"""The data side of a run: dataset, sampler and loaders (torchvision or DALI) for training and
-evaluation. Both loaders give batches in the same layout (float NCHW, normalised for the
-backbone) and value range."""
+"""The data side of a run: dataset, sampler and one loader (torchvision or DALI, see
+:mod:`rcdml.data.loader`) for training and evaluation; :class:`EvalPipeline` is the part that
+commands which only embed the evaluation split need."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,12 +8,15 @@ from typing import Callable, Iterator
 
 import torch
 
-from rcdml.data import torch_loader
+from rcdml.config import Config
 from rcdml.data.datasets import ImageList, RetrievalData, read_dataset
-from rcdml.data.sampler import (BalancedBatchSampler, GlobalBatchSampler, RandomBatchSampler,
-                                shard_bounds)
-from rcdml.data.transforms import TrainTransform, eval_transform, normalization
-from rcdml.distributed import DistInfo, is_main
+from rcdml.data.loader import ImageLoader
+from rcdml.data.sampler import BalancedBatchSampler, GlobalBatchSampler, RandomBatchSampler
+from rcdml.data.transforms import eval_transform, normalization
+from rcdml.distributed import DistInfo, rank_share
+from rcdml.log import get_logger
+
+log = get_logger(__name__)
 
 
 def dali_available() -> bool:
@@ -44,29 +47,37 @@ class Batches:
         return iter(self.start())
 
 
-class DataPipeline:
-    def __init__(self, cfg, dist: DistInfo, input_style: str) -> None:
+def _image_loader(name: str, cfg: Config, dist: DistInfo, input_style: str,
+                  transform: Callable) -> ImageLoader:
+    if name == "dali":
+        from rcdml.data.dali_loader import DaliLoader
+
+        return DaliLoader(cfg.data, normalization(input_style), dist.device, cfg.train.seed,
+                          cfg.eval.batch_size)
+    from rcdml.data.torch_loader import TorchLoader
+
+    return TorchLoader(cfg.data, input_style, transform, cfg.eval.batch_size,
+                       pin_memory=dist.device.type == "cuda")
+
+
+class EvalPipeline:
+    """The evaluation split and its loader: only the evaluation images are checked and read."""
+
+    _train = False
+
+    def __init__(self, cfg: Config, dist: DistInfo, input_style: str) -> None:
         self.cfg = cfg
         self.dist = dist
-        self.data: RetrievalData = read_dataset(cfg.data)
-        self.sampler = self._sampler(cfg, self.data.train)
+        self.data: RetrievalData = read_dataset(cfg.data, train=self._train)
         self.loader = choose_loader(cfg.data.loader, dist.device)
-        if self.loader == "dali":
-            from rcdml.data.dali_loader import DaliLoaders
-
-            self._dali = DaliLoaders(cfg.data, normalization(input_style), dist.device,
-                                     cfg.train.seed, cfg.eval.batch_size, dist.world_size,
-                                     dist.rank)
-        else:
-            pin = dist.device.type == "cuda"
-            self._torch_train = torch_loader.train_loader(
-                self.data.train, TrainTransform(cfg.data, input_style), self.sampler,
-                cfg.data.num_workers, pin)
-            self._pin = pin
         # Also used outside the loaders, e.g. to embed a monitoring sample on rank 0.
         self.eval_transform = eval_transform(cfg.data, input_style)
-        if is_main():
-            print(self.summary(), flush=True)
+        self.image_loader = _image_loader(self.loader, cfg, dist, input_style, self.eval_transform)
+        self._setup()
+        log.info(self.summary())
+
+    def _setup(self) -> None:
+        """What a subclass adds before the summary line is logged."""
 
     def summary(self) -> str:
         parts = [f"{name} {len(images)} images / {images.num_classes} classes"
@@ -75,13 +86,30 @@ class DataPipeline:
         return (f"data: {self.cfg.data.name} ({self.cfg.data.root}): " + ", ".join(parts)
                 + f"; loader {self.loader}")
 
-    def _sampler(self, cfg, images: ImageList) -> GlobalBatchSampler:
+    def eval_loader(self, images: ImageList) -> Batches:
+        """This rank's contiguous shard of ``images`` as ``(images, labels, dataset index)``
+        batches: each image on exactly one rank, no padding."""
+        share = rank_share(len(images), self.dist.world_size, self.dist.rank)
+        return Batches(lambda: self.image_loader.eval_batches(images, share),
+                       -(-len(share) // self.cfg.eval.batch_size))
+
+
+class DataPipeline(EvalPipeline):
+    """Training batches from the global-batch sampler, plus the evaluation side."""
+
+    _train = True
+
+    sampler: GlobalBatchSampler
+
+    def _setup(self) -> None:
+        cfg, labels = self.cfg, self.data.train.labels
         common = dict(batch_size=cfg.train.batch_size, world_size=self.dist.world_size,
                       rank=self.dist.rank, seed=cfg.train.seed)
         if cfg.data.sampler == "balanced":
-            return BalancedBatchSampler(images.labels, samples_per_class=cfg.data.samples_per_class,
-                                        **common)
-        return RandomBatchSampler(images.labels, **common)
+            self.sampler = BalancedBatchSampler(labels, samples_per_class=cfg.data.samples_per_class,
+                                                **common)
+        else:
+            self.sampler = RandomBatchSampler(labels, **common)
 
     @property
     def num_train_classes(self) -> int:
@@ -94,26 +122,15 @@ class DataPipeline:
     def train_loader(self, epoch: int, start_step: int = 0) -> Batches:
         """This rank's ``(images, labels)`` batches of ``epoch``, from ``start_step`` on."""
         self.sampler.set_epoch(epoch, start_step)
-        if self.loader == "dali":
-            def start():
-                return self._dali.train_batches(self.data.train, self.sampler, epoch, start_step)
-        else:
-            def start():
-                return ((images, labels) for images, labels, _ in self._torch_train)
-        return Batches(start, len(self.sampler))
-
-    def eval_loader(self, images: ImageList) -> Batches:
-        """This rank's contiguous shard of ``images`` as ``(images, labels, dataset index)``
-        batches: each image on exactly one rank, no padding."""
-        lo, hi = shard_bounds(len(images), self.dist.world_size)[self.dist.rank:self.dist.rank + 2]
-        length = -(-(hi - lo) // self.cfg.eval.batch_size)
-        if self.loader == "dali":
-            return Batches(lambda: self._dali.eval_batches(images), length)
-        loader = torch_loader.eval_loader(images, self.eval_transform, self.cfg.eval.batch_size,
-                                          self.cfg.data.num_workers, self._pin,
-                                          self.dist.world_size, self.dist.rank)
-        return Batches(lambda: loader, length)
+        return Batches(lambda: self.image_loader.train_batches(self.data.train, self.sampler,
+                                                               epoch, start_step),
+                       len(self.sampler))
 
 
-def build_pipeline(cfg, dist: DistInfo, input_style: str) -> DataPipeline:
+def build_pipeline(cfg: Config, dist: DistInfo, input_style: str) -> DataPipeline:
     return DataPipeline(cfg, dist, input_style)
+
+
+def build_eval_pipeline(cfg: Config, dist: DistInfo, input_style: str) -> EvalPipeline:
+    """The data of a command that only embeds the evaluation split (no training images read)."""
+    return EvalPipeline(cfg, dist, input_style)

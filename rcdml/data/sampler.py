@@ -12,13 +12,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from rcdml.distributed.shard import rank_share
+
 _SEED_RANGE = 2**62
-
-
-def shard_bounds(n: int, world_size: int) -> np.ndarray:
-    """Rank r's contiguous share of ``range(n)`` is ``bounds[r]:bounds[r + 1]``: near-equal, every
-    item on exactly one rank, no padding."""
-    return np.linspace(0, n, world_size + 1).round().astype(int)
 
 
 class GlobalBatchSampler:
@@ -57,8 +53,9 @@ class GlobalBatchSampler:
         batch = self.global_batch(epoch, step)
         seeds = np.random.default_rng([self.seed, epoch, step, 1]).integers(
             _SEED_RANGE, size=len(batch))
-        lo, hi = shard_bounds(len(batch), self.world_size)[self.rank:self.rank + 2]
-        return [(int(i), int(s)) for i, s in zip(batch[lo:hi], seeds[lo:hi])]
+        mine = rank_share(len(batch), self.world_size, self.rank)
+        return [(int(i), int(s)) for i, s in zip(batch[mine.start:mine.stop],
+                                                 seeds[mine.start:mine.stop])]
 
     @property
     def max_rank_batch(self) -> int:

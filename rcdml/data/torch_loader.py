@@ -1,23 +1,17 @@
 """torchvision DataLoader pipeline: decode with PIL, augment with torchvision transforms."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from rcdml.config import DataConfig
 from rcdml.data.datasets.base import ImageList
-from rcdml.data.sampler import GlobalBatchSampler, shard_bounds
+from rcdml.data.image_io import load_rgb
+from rcdml.data.loader import ImageLoader
+from rcdml.data.sampler import GlobalBatchSampler
 from rcdml.data.transforms import TrainTransform
-
-
-def load_rgb(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as e:
-        raise OSError(f"cannot read image {path}: {e}") from e
 
 
 class ImageDataset(Dataset):
@@ -42,17 +36,32 @@ class ImageDataset(Dataset):
         return tensor, self.images.labels[index], index
 
 
-def train_loader(images: ImageList, transform: TrainTransform, sampler: GlobalBatchSampler,
-                 num_workers: int, pin_memory: bool) -> DataLoader:
-    return DataLoader(ImageDataset(images, transform), batch_sampler=sampler,
-                      num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
+class TorchLoader(ImageLoader):
+    """DataLoaders with ``data.num_workers`` workers; the training one (its workers persist
+    across epochs) is built on first use."""
 
+    name = "torch"
 
-def eval_loader(images: ImageList, transform: Callable, batch_size: int, num_workers: int,
-                pin_memory: bool, world_size: int = 1, rank: int = 0) -> DataLoader:
-    """This rank's contiguous shard of ``images`` in order: each image embedded exactly once."""
-    lo, hi = shard_bounds(len(images), world_size)[rank:rank + 2]
-    shard = torch.utils.data.Subset(ImageDataset(images, transform), range(int(lo), int(hi)))
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=pin_memory)
+    def __init__(self, cfg: DataConfig, input_style: str, eval_transform: Callable,
+                 eval_batch_size: int, pin_memory: bool) -> None:
+        self.cfg = cfg
+        self.input_style = input_style
+        self.eval_transform = eval_transform
+        self.eval_batch_size = eval_batch_size
+        self.pin_memory = pin_memory
+        self._train: DataLoader | None = None
+
+    def train_batches(self, images: ImageList, sampler: GlobalBatchSampler, epoch: int,
+                      start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._train is None:
+            workers = self.cfg.num_workers
+            self._train = DataLoader(ImageDataset(images, TrainTransform(self.cfg, self.input_style)),
+                                     batch_sampler=sampler, num_workers=workers,
+                                     pin_memory=self.pin_memory, persistent_workers=workers > 0)
+        return ((x, y) for x, y, _ in self._train)
+
+    def eval_batches(self, images: ImageList, share: range
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        shard = torch.utils.data.Subset(ImageDataset(images, self.eval_transform), share)
+        return iter(DataLoader(shard, batch_size=self.eval_batch_size, shuffle=False,
+                               num_workers=self.cfg.num_workers, pin_memory=self.pin_memory))

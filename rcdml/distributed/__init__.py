@@ -1,9 +1,24 @@
-"""Everything that talks to torch.distributed: process-group setup, rank helpers, gathers."""
-from rcdml.distributed.env import (DistInfo, all_gather_object, barrier, broadcast_object,
-                                   get_rank, get_world_size, init_distributed, is_distributed,
-                                   is_main, main_process_first, shutdown)
-from rcdml.distributed.gather import all_gather_batch, all_gather_no_grad, all_gather_with_grad
+"""Everything that talks to torch.distributed: process-group setup, rank helpers, gathers.
 
-__all__ = ["DistInfo", "all_gather_batch", "all_gather_no_grad", "all_gather_object",
-           "all_gather_with_grad", "barrier", "broadcast_object", "get_rank", "get_world_size",
-           "init_distributed", "is_distributed", "is_main", "main_process_first", "shutdown"]
+Names are imported on first use, so :mod:`rcdml.distributed.shard` can be imported without
+torch (DALI's worker processes do).
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "rcdml.distributed.env": ("DistInfo", "all_gather_object", "barrier", "broadcast_object",
+                              "get_rank", "get_world_size", "init_distributed", "is_distributed",
+                              "is_main", "main_process_first", "shutdown"),
+    "rcdml.distributed.gather": ("all_gather_batch", "all_gather_no_grad", "all_gather_with_grad"),
+    "rcdml.distributed.shard": ("rank_share",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(_MODULE_OF[name]), name)
+    raise AttributeError(f"module 'rcdml.distributed' has no attribute {name!r}")

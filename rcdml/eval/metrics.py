@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from rcdml.distributed import all_gather_no_grad, get_rank, get_world_size
+from rcdml.distributed import all_gather_no_grad, get_rank, get_world_size, rank_share
 from rcdml.eval.ranking import RankStats, rank_queries, unit_rows
 
 MAP_AT_R = "MAP@R"
@@ -50,12 +50,6 @@ def _check(query: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tenso
         raise ValueError(f"query dim {query.shape[1]} != gallery dim {gallery.shape[1]}")
 
 
-def _share(n: int) -> range:
-    """This rank's contiguous, near-equal share of ``range(n)``."""
-    world, rank = get_world_size(), get_rank()
-    return range(round(n * rank / world), round(n * (rank + 1) / world))
-
-
 def rank_stats(query: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor | None = None,
                gallery_labels: torch.Tensor | None = None, *, with_map: bool = True,
                chunk_size: int = 1024, distributed: bool = False) -> RankStats:
@@ -66,7 +60,7 @@ def rank_stats(query: torch.Tensor, query_labels: torch.Tensor, gallery: torch.T
     g = q if self_retrieval else unit_rows(gallery)
     q_labels = query_labels.long().to(q.device)
     g_labels = q_labels if self_retrieval else gallery_labels.long().to(q.device)
-    rows = _share(q.shape[0]) if distributed else range(q.shape[0])
+    rows = rank_share(q.shape[0], get_world_size(), get_rank()) if distributed else range(q.shape[0])
     stats = rank_queries(q, q_labels, g, g_labels, rows, self_retrieval=self_retrieval,
                          with_map=with_map, chunk_size=chunk_size)
     return RankStats(all_gather_no_grad(stats.packed)) if distributed else stats

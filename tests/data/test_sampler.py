@@ -12,7 +12,7 @@ import torch
 
 from rcdml.config import load_config
 from rcdml.data import build_pipeline
-from rcdml.data.sampler import BalancedBatchSampler, RandomBatchSampler, shard_bounds
+from rcdml.data.sampler import BalancedBatchSampler, RandomBatchSampler
 from rcdml.data.transforms import normalization
 from rcdml.distributed import DistInfo
 
@@ -71,14 +71,6 @@ def test_random_sampler_covers_the_epoch_once():
     sampler.set_epoch(1)
     indices = [i for batch in sampler for i, _ in batch]
     assert len(indices) == len(set(indices)) == (len(LABELS) // 6) * 6
-
-
-def test_shard_bounds_cover_everything_once():
-    for n in (0, 1, 7, 10):
-        for w in (1, 2, 3, 4):
-            b = shard_bounds(n, w)
-            assert b[0] == 0 and b[-1] == n and all(np.diff(b) >= 0)
-            assert max(np.diff(b)) - min(np.diff(b)) <= 1
 
 
 def test_too_few_classes_is_an_error():

@@ -1,53 +1,56 @@
 """Read a run's dataset: catalog, class split, then a check that every image can be read."""
 from __future__ import annotations
 
-import sys
-
 from rcdml.config import ConfigError
+from rcdml.config.schema import DataConfig
 from rcdml.data.datasets.base import LayoutError, RetrievalData, dataset_spec, read_catalog
 from rcdml.data.datasets.splits import drop_images, parse_classes, split_catalog
 from rcdml.data.image_check import UnreadableImagesError, describe_problems, find_unreadable
-from rcdml.data.sampler import shard_bounds
-from rcdml.distributed import all_gather_object, get_rank, get_world_size, is_main
+from rcdml.distributed import all_gather_object, get_rank, get_world_size, rank_share
+from rcdml.log import get_logger
+
+log = get_logger(__name__)
 
 
-def all_paths(data: RetrievalData) -> list[str]:
-    sets = [data.train, data.query] + ([data.gallery] if data.gallery is not None else [])
+def all_paths(data: RetrievalData, train: bool = True) -> list[str]:
+    """Every image path of ``data``; with ``train=False`` those of the evaluation split only."""
+    sets = ([data.train] if train else []) + [data.query]
+    sets += [data.gallery] if data.gallery is not None else []
     return sorted({p for images in sets for p in images.paths})
 
 
 def find_unreadable_across_ranks(paths: list[str], level: str) -> dict[str, str]:
     """Each rank checks a contiguous share of ``paths``; every rank gets all the problems."""
-    lo, hi = shard_bounds(len(paths), get_world_size())[get_rank():get_rank() + 2]
-    mine = find_unreadable(paths[lo:hi], level)
+    share = rank_share(len(paths), get_world_size(), get_rank())
+    mine = find_unreadable(paths[share.start:share.stop], level)
     return {p: why for part in all_gather_object(mine) for p, why in part.items()}
 
 
-def read_dataset(cfg) -> RetrievalData:
-    """The train/query/gallery images of ``cfg`` (a DataConfig), checked at ``cfg.check_images``.
+def read_dataset(cfg: DataConfig, train: bool = True) -> RetrievalData:
+    """The train/query/gallery images of ``cfg``, checked at ``cfg.check_images``.
 
     Unreadable files raise :class:`UnreadableImagesError` naming them, or with
-    ``cfg.bad_images == "skip"`` are left out with a warning that counts them. Under torchrun every
-    rank must call this (the check is shared between the ranks).
+    ``cfg.bad_images == "skip"`` are left out with a warning that counts them. With
+    ``train=False`` (commands that only evaluate) only the evaluation split is checked, and the
+    training split is left as listed. Under torchrun every rank must call this (the check is
+    shared between the ranks).
     """
     data = split_catalog(read_catalog(cfg.name, cfg.root), cfg.train_classes, cfg.eval_classes)
-    paths = all_paths(data)
+    paths = all_paths(data, train)
     problems = find_unreadable_across_ranks(paths, cfg.check_images)
     if not problems:
         return data
     if cfg.bad_images == "error":
         raise UnreadableImagesError(problems, len(paths), cfg.check_images)
-    if is_main():
-        print("warning: leaving out unreadable images (data.bad_images=skip): "
-              + describe_problems(problems, len(paths), cfg.check_images),
-              file=sys.stderr, flush=True)
+    log.warning("warning: leaving out unreadable images (data.bad_images=skip): "
+                + describe_problems(problems, len(paths), cfg.check_images))
     bad = set(problems)
     gallery = None if data.gallery is None else drop_images(data.gallery, bad, relabel=False)
-    return RetrievalData(drop_images(data.train, bad, relabel=True),
+    return RetrievalData(drop_images(data.train, bad, relabel=True) if train else data.train,
                          drop_images(data.query, bad, relabel=False), gallery)
 
 
-def check_dataset_config(cfg, batch_size: int) -> None:
+def check_dataset_config(cfg: DataConfig, batch_size: int) -> None:
     """Config-time checks of ``cfg`` (a DataConfig) that need the dataset's lists but not its
     images: the layout under ``data.root``, the class split, and enough classes for a balanced
     batch. Raises ConfigError naming the key. Embedded datasets only get the split syntax
