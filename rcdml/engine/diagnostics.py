@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from rcdml.functional import l2_normalize
+
 THUMBNAIL = 32
 
 
@@ -44,13 +46,9 @@ class EmbeddingProbe:
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + 1e-12)
-
-
 def intra_class_similarities(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cosine similarities of all pairs of distinct samples that share a class."""
-    sim = _unit(embeddings) @ _unit(embeddings).t()
+    sim = l2_normalize(embeddings) @ l2_normalize(embeddings).t()
     same = labels[:, None] == labels[None, :]
     return sim[torch.triu(same, diagonal=1)]
 
@@ -61,5 +59,5 @@ def proxy_similarities(proxies: torch.Tensor, limit: int = 2048, seed: int = 0) 
     if proxies.shape[0] > limit:
         keep = torch.from_numpy(np.random.default_rng(seed).choice(proxies.shape[0], limit, replace=False))
         proxies = proxies[keep]
-    sim = _unit(proxies) @ _unit(proxies).t()
+    sim = l2_normalize(proxies) @ l2_normalize(proxies).t()
     return sim[torch.triu(torch.ones_like(sim, dtype=torch.bool), diagonal=1)]

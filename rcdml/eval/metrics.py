@@ -25,7 +25,8 @@ from typing import Sequence
 import torch
 
 from rcdml.distributed import all_gather_no_grad, get_rank, get_world_size, rank_share
-from rcdml.eval.ranking import RankStats, rank_queries, unit_rows
+from rcdml.eval.ranking import RankStats, rank_queries
+from rcdml.functional import l2_normalize
 
 MAP_AT_R = "MAP@R"
 R_PRECISION = "RP"
@@ -56,8 +57,9 @@ def rank_stats(query: torch.Tensor, query_labels: torch.Tensor, gallery: torch.T
     """Per-query ranking numbers of every query (see :class:`~rcdml.eval.ranking.RankStats`)."""
     _check(query, query_labels, gallery, gallery_labels)
     self_retrieval = gallery is None
-    q = unit_rows(query)
-    g = q if self_retrieval else unit_rows(gallery)
+    # Ranked in fp32 whatever the embeddings' dtype.
+    q = l2_normalize(query.float())
+    g = q if self_retrieval else l2_normalize(gallery.float())
     q_labels = query_labels.long().to(q.device)
     g_labels = q_labels if self_retrieval else gallery_labels.long().to(q.device)
     rows = rank_share(q.shape[0], get_world_size(), get_rank()) if distributed else range(q.shape[0])

@@ -21,12 +21,6 @@ from dataclasses import dataclass
 import torch
 
 
-def unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit length, as float32 (the model's ``n(v) = v / sqrt(|v|^2 + 1e-12)``)."""
-    x = x.float()
-    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + 1e-12)
-
-
 @dataclass
 class RankStats:
     """Per-query numbers, one row per query: ``relevant`` (R), ``before_first`` (items of other

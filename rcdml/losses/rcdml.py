@@ -16,17 +16,12 @@ import math
 import torch
 from torch import nn
 
+from rcdml.functional import l2_normalize
 from rcdml.losses.batch import compute_dtype, global_batch
 from rcdml.losses.registry import register_loss
 
-_EPS = 1e-12
 # Rows per block of the pairwise proxy cosines in PRC: 2^24 entries (64 MiB in fp32) per block.
 _PRC_BLOCK_ENTRIES = 1 << 24
-
-
-def l2n(v: torch.Tensor) -> torch.Tensor:
-    """``v / sqrt(|v|^2 + 1e-12)`` row-wise: the normalisation of DESIGN.md, zero rows stay zero."""
-    return v * torch.rsqrt(v.pow(2).sum(-1, keepdim=True) + _EPS)
 
 
 def _log1p_sum_exp(z: torch.Tensor) -> torch.Tensor:
@@ -125,7 +120,7 @@ class RCDMLLoss(nn.Module):
         """Proxy correction of the present classes' proxies ``p`` (M x d)."""
         if self.pc_momentum == 0:
             return p
-        w = torch.exp((xn * l2n(p)[inv]).sum(-1))
+        w = torch.exp((xn * l2_normalize(p)[inv]).sum(-1))
         w_hat = w / w.new_zeros(p.shape[0]).index_add(0, inv, w)[inv]
         pulled = torch.zeros_like(p).index_add(0, inv, w_hat[:, None] * x)
         return self.pc_momentum * pulled + (1.0 - self.pc_momentum) * p
@@ -133,7 +128,7 @@ class RCDMLLoss(nn.Module):
     def _proxy_anchor(self, xn: torch.Tensor, rows: torch.Tensor, column: torch.Tensor,
                       inv: torch.Tensor, num_present: int) -> tuple[torch.Tensor, torch.Tensor]:
         """PA positive and negative terms; ``column[i]`` is sample i's own proxy among ``rows``."""
-        sim = xn @ l2n(rows).t()
+        sim = xn @ l2_normalize(rows).t()
         own = sim.gather(1, column[:, None]).squeeze(1)
         pos = _segment_log1p_sum_exp(-self.alpha * (own - self.margin), inv, num_present)
         neg_logits = (self.alpha * (sim + self.margin)).scatter(1, column[:, None], float("-inf"))
@@ -160,7 +155,7 @@ class RCDMLLoss(nn.Module):
                                 "RCDMLLoss", dtype)
             present, inv = torch.unique(y, return_inverse=True)
             num_present = present.shape[0]
-            xn = l2n(x)
+            xn = l2_normalize(x)
             proxies = self.proxies.to(dtype)
             # rows: the corrected proxies the loss sees; column[i]: sample i's own row.
             if self.absent_proxies == "zero":
@@ -174,7 +169,7 @@ class RCDMLLoss(nn.Module):
             loss = pos + neg
             terms = {"pa_pos": pos, "pa_neg": neg}
             if self.prc_weight > 0:
-                terms["prc"] = _OffDiagonalReluSum.apply(l2n(rows))
+                terms["prc"] = _OffDiagonalReluSum.apply(l2_normalize(rows))
                 loss = loss + self.prc_weight * terms["prc"]
             if self.src_weight > 0:
                 terms["src"] = self._src(xn, inv, num_present)

@@ -6,6 +6,7 @@ import os
 import torch
 from torch import nn
 
+from rcdml.functional import l2_normalize
 from rcdml.models.registry import backbone_spec
 from rcdml.models.weights import load_backbone_weights
 
@@ -63,7 +64,7 @@ class EmbeddingNet(nn.Module):
             pooled = fmap.mean(dim=(2, 3)) + fmap.amax(dim=(2, 3))
         out = self.head(pooled)
         if self.normalize:
-            out = out * torch.rsqrt(out.float().pow(2).sum(-1, keepdim=True) + 1e-12).to(out.dtype)
+            out = l2_normalize(out)
         return out
 
 

@@ -12,6 +12,8 @@ from typing import Callable, Literal
 
 from torch import nn
 
+from rcdml.registry import Registry
+
 InputStyle = Literal["imagenet", "bn_inception"]
 
 
@@ -23,21 +25,16 @@ class BackboneSpec:
     input_style: InputStyle
 
 
-_BACKBONES: dict[str, BackboneSpec] = {}
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 
 
 def register_backbone(name: str, channels: int, input_style: InputStyle = "imagenet"):
-    def add(build: Callable[[bool], nn.Module]) -> Callable[[bool], nn.Module]:
-        if name in _BACKBONES:
-            raise KeyError(f"backbone {name!r} is registered twice")
-        _BACKBONES[name] = BackboneSpec(build, channels, input_style)
-        return build
-    return add
+    return BACKBONES.register(name, lambda build: BackboneSpec(build, channels, input_style))
 
 
 def backbone_names() -> list[str]:
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 def backbone_spec(name: str) -> BackboneSpec:
-    return _BACKBONES[name]
+    return BACKBONES[name]

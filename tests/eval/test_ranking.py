@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from rcdml.eval.metrics import retrieval_metrics
-from rcdml.eval.ranking import ClassMembers, rank_queries, unit_rows
+from rcdml.eval.ranking import ClassMembers, rank_queries
+from rcdml.functional import l2_normalize
 
 
 def tied_embeddings(rng, n: int):
@@ -65,10 +66,10 @@ def test_dataset_order_does_not_change_the_numbers():
 @pytest.mark.parametrize("self_retrieval", [True, False])
 def test_row_shares_and_chunks_concatenate_to_the_whole(self_retrieval):
     rng = np.random.default_rng(3)
-    q = unit_rows(torch.from_numpy(rng.normal(size=(101, 16)).astype(np.float32)))
+    q = l2_normalize(torch.from_numpy(rng.normal(size=(101, 16)).astype(np.float32)))
     q_labels = torch.from_numpy(rng.integers(0, 12, 101))
     g, g_labels = (q, q_labels) if self_retrieval else (
-        unit_rows(torch.randn(77, 16)), torch.from_numpy(rng.integers(0, 14, 77)))
+        l2_normalize(torch.randn(77, 16)), torch.from_numpy(rng.integers(0, 14, 77)))
     kwargs = dict(self_retrieval=self_retrieval, with_map=True)
     whole = rank_queries(q, q_labels, g, g_labels, range(101), chunk_size=101, **kwargs).packed
     bounds = [0, 34, 67, 101]  # three uneven shares, each in chunks of 5

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+from rcdml.registry import Registry
+
 
 @dataclass
 class ImageList:
@@ -77,34 +79,29 @@ class DatasetSpec:
     download: str = ""
 
 
-_DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def register_dataset(name: str, embedded: bool = False, download: str = ""):
     """Register ``read(root) -> Catalog`` under ``name``."""
-    def add(read: Callable[[str], Catalog]) -> Callable[[str], Catalog]:
-        if name in _DATASETS:
-            raise KeyError(f"dataset {name!r} is registered twice")
-        _DATASETS[name] = DatasetSpec(read, embedded, download)
-        return read
-    return add
+    return DATASETS.register(name, lambda read: DatasetSpec(read, embedded, download))
 
 
 def dataset_names() -> list[str]:
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    return _DATASETS[name]
+    return DATASETS[name]
 
 
 def read_catalog(name: str, root: str) -> Catalog:
     """The catalog of dataset ``name`` under ``root``; raises :class:`LayoutError` naming what is
     missing and where to get it."""
     try:
-        return _DATASETS[name].read(root)
+        return DATASETS[name].read(root)
     except LayoutError as e:
-        hint = _DATASETS[name].download
+        hint = DATASETS[name].download
         raise LayoutError(f"{e}" + (f"\n{hint}" if hint else "")) from None
 
 
