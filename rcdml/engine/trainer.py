@@ -23,14 +23,14 @@ from rcdml.distributed import DistInfo, all_gather_object, barrier, is_distribut
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.backends import build_backend
 from rcdml.engine.checkpoint import atomic_write_text, rotate
-from rcdml.engine.diagnostics import EmbeddingProbe, intra_class_similarities, proxy_similarities
 from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
 from rcdml.eval.retrieval import evaluate_retrieval
 from rcdml.losses import NonFiniteEmbeddings, build_loss
 from rcdml.models import backbone_spec, build_model
-from rcdml.monitor import RunMonitor
+from rcdml.monitor import (EmbeddingProbe, RunMonitor, intra_class_similarities,
+                           proxy_similarities)
 
 _UNREADABLE = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError)
 

@@ -7,26 +7,23 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
+from rcdml.data.datasets import ImageList
+from rcdml.data.image_io import load_rgb
 from rcdml.functional import l2_normalize
 
 THUMBNAIL = 32
 
 
 class EmbeddingProbe:
-    def __init__(self, images, transform, size: int, seed: int) -> None:
-        """``images`` is an ImageList; ``transform`` the evaluation transform."""
+    def __init__(self, images: ImageList, transform, size: int, seed: int) -> None:
+        """``transform`` is the evaluation transform."""
         n = min(size, len(images))
         self.indices = np.sort(np.random.default_rng(seed).choice(len(images), size=n, replace=False))
         self.images = images
         self.transform = transform
         self.labels = torch.tensor([images.labels[i] for i in self.indices])
-
-    def _load(self, index: int) -> Image.Image:
-        with Image.open(self.images.paths[index]) as image:
-            return image.convert("RGB")
 
     @torch.no_grad()
     def embed(self, model: nn.Module, device: torch.device, batch_size: int = 128) -> torch.Tensor:
@@ -34,7 +31,7 @@ class EmbeddingProbe:
         model.eval()
         out = []
         for start in range(0, len(self.indices), batch_size):
-            batch = torch.stack([self.transform(self._load(int(i)))
+            batch = torch.stack([self.transform(load_rgb(self.images.paths[int(i)]))
                                  for i in self.indices[start:start + batch_size]])
             out.append(model(batch.to(device)).float().cpu())
         model.train(was_training)
@@ -42,7 +39,7 @@ class EmbeddingProbe:
 
     def thumbnails(self) -> torch.Tensor:
         """(N, 3, 32, 32) images in [0, 1] for the projector's sprite."""
-        arrays = [np.asarray(self._load(int(i)).resize((THUMBNAIL, THUMBNAIL))) for i in self.indices]
+        arrays = [np.asarray(load_rgb(self.images.paths[int(i)]).resize((THUMBNAIL, THUMBNAIL))) for i in self.indices]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 

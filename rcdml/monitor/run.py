@@ -10,6 +10,9 @@ import sys
 from typing import Any
 
 from rcdml.engine.checkpoint import atomic_write_text
+from rcdml.log import get_logger
+
+log = get_logger(__name__)
 
 
 class _Silent:
@@ -77,7 +80,7 @@ class RunMonitor:
         self.writer.flush()
         shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                          if isinstance(v, float) and not k.startswith("lr/"))
-        print(f"epoch {metrics['epoch']}: {shown}", flush=True)
+        log.info(f"epoch {metrics['epoch']}: {shown}")
 
     def progress(self, total: int, desc: str):
         if not self.show_progress:
@@ -89,7 +92,7 @@ class RunMonitor:
 
     def print(self, text: str) -> None:
         if self.enabled:
-            print(text, flush=True)
+            log.info(text)
 
     def close(self) -> None:
         if self.writer is not None:
