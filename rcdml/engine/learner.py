@@ -2,10 +2,10 @@
 trained, synchronised and checkpointed exactly like the network's."""
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
+
+from rcdml.losses import GlobalBatchLoss
 
 
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -20,18 +20,16 @@ def amp_dtype(amp: str, device: torch.device | None = None) -> torch.dtype | Non
 
 
 class MetricLearner(nn.Module):
-    def __init__(self, model: nn.Module, loss: nn.Module, amp_dtype: torch.dtype | None = None) -> None:
+    def __init__(self, model: nn.Module, loss: GlobalBatchLoss,
+                 amp_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
         self.amp_dtype = amp_dtype
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        device_type = images.device.type
-        autocast = (torch.autocast(device_type, dtype=self.amp_dtype) if self.amp_dtype is not None
-                    else contextlib.nullcontext())
-        with autocast:
+        with torch.autocast(images.device.type, dtype=self.amp_dtype,
+                            enabled=self.amp_dtype is not None):
             embeddings = self.model(images)
-        # The loss exponentiates scaled cosines (alpha=32): it always runs in fp32.
-        with torch.autocast(device_type, enabled=False):
-            return self.loss(embeddings.float(), labels.to(embeddings.device))
+        # The loss leaves autocast and upcasts to fp32 itself (GlobalBatchLoss).
+        return self.loss(embeddings, labels.to(embeddings.device))

@@ -229,9 +229,9 @@ class Trainer:
         embeddings = self.probe.embed(self.model, self.device)
         self.monitor.histogram("similarity/intra_class",
                                intra_class_similarities(embeddings, self.probe.labels), step)
-        proxies = getattr(self.loss, "proxies", None)
-        if isinstance(proxies, torch.Tensor):
-            self.monitor.histogram("similarity/proxy_proxy", proxy_similarities(proxies), step)
+        if self.loss.proxies is not None:
+            self.monitor.histogram("similarity/proxy_proxy", proxy_similarities(self.loss.proxies),
+                                   step)
         if improved and self.cfg.monitor.projector:
             self.monitor.projector(embeddings, self.probe.labels, self.probe.thumbnails(), step)
 

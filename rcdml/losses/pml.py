@@ -17,36 +17,40 @@ import torch
 from pytorch_metric_learning import losses, miners
 from torch import nn
 
-from rcdml.losses.batch import compute_dtype, global_batch
+from rcdml.losses.global_batch import GlobalBatchLoss, compute_dtype
 from rcdml.losses.registry import register_loss
 
 
-class PMLLoss(nn.Module):
+class PMLLoss(GlobalBatchLoss):
     """A PML loss (and optional miner) on the global batch.
 
     A proxy-based PML loss keeps its proxies as the parameter ``loss_fn.proxies``, so they are
     parameters of this module: the optimizer's loss group trains them, DDP keeps them identical
-    and checkpoints hold them. ``terms`` is empty: PML's loss is logged as the total.
+    and checkpoints hold them; :attr:`proxies` exposes them. ``terms`` is empty: PML's loss is
+    logged as the total.
     """
 
     def __init__(self, loss_fn: nn.Module, num_classes: int, embedding_size: int,
                  miner: nn.Module | None = None) -> None:
-        super().__init__()
+        super().__init__(num_classes, embedding_size)
         self.loss_fn = loss_fn
         self.miner = miner
-        self.num_classes = num_classes
-        self.embedding_size = embedding_size
-        self.terms: dict[str, torch.Tensor] = {}
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    @property
+    def proxies(self) -> torch.Tensor | None:
+        return getattr(self.loss_fn, "proxies", None)
+
+    @property
+    def display_name(self) -> str:
+        return type(self.loss_fn).__name__
+
+    def compute_dtype(self, embeddings: torch.Tensor) -> torch.dtype:
         # PML casts its proxies to the embeddings' dtype in place: embeddings take the proxies'.
-        proxies = getattr(self.loss_fn, "proxies", None)
-        dtype = compute_dtype(embeddings if proxies is None else proxies)
-        with torch.autocast(embeddings.device.type, enabled=False):
-            x, y = global_batch(embeddings, labels, self.num_classes, self.embedding_size,
-                                type(self.loss_fn).__name__, dtype)
-            mined = self.miner(x, y) if self.miner is not None else None
-            return self.loss_fn(x, y, mined)
+        return compute_dtype(embeddings if self.proxies is None else self.proxies)
+
+    def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        mined = self.miner(x, y) if self.miner is not None else None
+        return self.loss_fn(x, y, mined)
 
 
 @register_loss("proxy_anchor")

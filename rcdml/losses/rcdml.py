@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from rcdml.functional import l2_normalize
-from rcdml.losses.batch import compute_dtype, global_batch
+from rcdml.losses.global_batch import GlobalBatchLoss
 from rcdml.losses.registry import register_loss
 
 # Rows per block of the pairwise proxy cosines in PRC: 2^24 entries (64 MiB in fp32) per block.
@@ -74,11 +74,12 @@ class _OffDiagonalReluSum(torch.autograd.Function):
         return out * (2.0 * grad)
 
 
-class RCDMLLoss(nn.Module):
+class RCDMLLoss(GlobalBatchLoss):
     """``L = L_PA + prc_weight L_PRC + src_weight L_SRC`` on proxy-corrected proxies.
 
     ``forward(embeddings, labels)`` computes the loss of the global batch (all ranks' embeddings,
-    gathered with gradient) and returns the same scalar on every rank. ``terms`` holds the last
+    gathered with gradient, see :class:`GlobalBatchLoss`) and returns the same scalar on every
+    rank. ``terms`` holds the last
     step's unweighted terms (detached) for logging: ``pa_pos``, ``pa_neg`` and, when their weight
     is non-zero, ``prc`` and ``src``. A zero weight removes a term and ``pc_momentum=0`` removes
     proxy correction, so the paper's ablations are configs.
@@ -87,7 +88,6 @@ class RCDMLLoss(nn.Module):
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.1,
                  alpha: float = 32.0, prc_weight: float = 0.02, src_weight: float = 0.01,
                  pc_momentum: float = 0.3, absent_proxies: str = "zero") -> None:
-        super().__init__()
         if absent_proxies not in ("zero", "keep"):
             raise ValueError(f"absent_proxies must be 'zero' or 'keep', got {absent_proxies!r}")
         if not 0.0 <= pc_momentum <= 1.0:
@@ -97,8 +97,7 @@ class RCDMLLoss(nn.Module):
         if num_classes < 1 or embedding_size < 1:
             raise ValueError(f"num_classes and embedding_size must be >= 1, got {num_classes}, "
                              f"{embedding_size}")
-        self.num_classes = num_classes
-        self.embedding_size = embedding_size
+        super().__init__(num_classes, embedding_size)
         self.margin = margin
         self.alpha = alpha
         self.prc_weight = prc_weight
@@ -107,7 +106,6 @@ class RCDMLLoss(nn.Module):
         self.absent_proxies = absent_proxies
         self.proxies = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
-        self.terms: dict[str, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, "
@@ -148,32 +146,28 @@ class RCDMLLoss(nn.Module):
         several = torch.bincount(inv, minlength=num_present) >= 2
         return torch.where(several, torch.exp(-per_class), 0.0).sum()
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        dtype = compute_dtype(embeddings, self.proxies)
-        with torch.autocast(embeddings.device.type, enabled=False):
-            x, y = global_batch(embeddings, labels, self.num_classes, self.embedding_size,
-                                "RCDMLLoss", dtype)
-            present, inv = torch.unique(y, return_inverse=True)
-            num_present = present.shape[0]
-            xn = l2_normalize(x)
-            proxies = self.proxies.to(dtype)
-            # rows: the corrected proxies the loss sees; column[i]: sample i's own row.
-            if self.absent_proxies == "zero":
-                rows, column = self._correct(x, xn, inv, proxies[present]), inv
-            elif self.pc_momentum == 0:
-                rows, column = proxies, y
-            else:
-                corrected = self._correct(x, xn, inv, proxies[present])
-                rows, column = proxies.index_copy(0, present, corrected), y
-            pos, neg = self._proxy_anchor(xn, rows, column, inv, num_present)
-            loss = pos + neg
-            terms = {"pa_pos": pos, "pa_neg": neg}
-            if self.prc_weight > 0:
-                terms["prc"] = _OffDiagonalReluSum.apply(l2_normalize(rows))
-                loss = loss + self.prc_weight * terms["prc"]
-            if self.src_weight > 0:
-                terms["src"] = self._src(xn, inv, num_present)
-                loss = loss + self.src_weight * terms["src"]
+    def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        present, inv = torch.unique(y, return_inverse=True)
+        num_present = present.shape[0]
+        xn = l2_normalize(x)
+        proxies = self.proxies.to(x.dtype)
+        # rows: the corrected proxies the loss sees; column[i]: sample i's own row.
+        if self.absent_proxies == "zero":
+            rows, column = self._correct(x, xn, inv, proxies[present]), inv
+        elif self.pc_momentum == 0:
+            rows, column = proxies, y
+        else:
+            corrected = self._correct(x, xn, inv, proxies[present])
+            rows, column = proxies.index_copy(0, present, corrected), y
+        pos, neg = self._proxy_anchor(xn, rows, column, inv, num_present)
+        loss = pos + neg
+        terms = {"pa_pos": pos, "pa_neg": neg}
+        if self.prc_weight > 0:
+            terms["prc"] = _OffDiagonalReluSum.apply(l2_normalize(rows))
+            loss = loss + self.prc_weight * terms["prc"]
+        if self.src_weight > 0:
+            terms["src"] = self._src(xn, inv, num_present)
+            loss = loss + self.src_weight * terms["src"]
         self.terms = {name: value.detach() for name, value in terms.items()}
         return loss
 

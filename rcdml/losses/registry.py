@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from torch import nn
-
+from rcdml.config import LossConfig
+from rcdml.losses.global_batch import GlobalBatchLoss
 from rcdml.registry import Registry
 
-LossBuilder = Callable[..., nn.Module]
+LossBuilder = Callable[..., GlobalBatchLoss]
 LOSSES: Registry[LossBuilder] = Registry("loss")
 
 
@@ -19,6 +19,6 @@ def loss_names() -> list[str]:
     return LOSSES.names()
 
 
-def build_loss(cfg, num_classes: int, embedding_size: int) -> nn.Module:
-    """The loss module named by ``cfg.name``; it gathers the global batch itself under DDP."""
+def build_loss(cfg: LossConfig, num_classes: int, embedding_size: int) -> GlobalBatchLoss:
+    """The loss named by ``cfg.name``; it sees the global batch (:class:`GlobalBatchLoss`)."""
     return LOSSES[cfg.name](cfg, num_classes, embedding_size)

@@ -1,4 +1,4 @@
-"""Worker for tests/losses/test_batch.py: three AdamW steps of a tiny embedding network and each
+"""Worker for tests/losses/test_global_batch.py: three AdamW steps of a tiny embedding network and each
 loss, through MetricLearner and DDPBackend exactly as the trainer runs them, on uneven per-rank
 slices of fixed global batches.
 

@@ -12,7 +12,7 @@ import torch
 from conftest import load_worker, run_torchrun
 from rcdml.config import load_config
 from rcdml.losses import build_loss, loss_names
-from rcdml.losses.batch import compute_dtype, global_batch
+from rcdml.losses.global_batch import compute_dtype, global_batch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "dist_worker_batch.py")

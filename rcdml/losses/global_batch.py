@@ -1,13 +1,15 @@
-"""The global batch a loss sees: shape checks, the all-gather with gradient, value checks.
+"""The loss contract and the global batch every loss sees: shape checks, the all-gather with
+gradient, value checks, fp32.
 
 Shape errors are raised before any collective. Value errors (labels outside the class range,
 NaN/inf embeddings, an empty global batch) are raised after the gather, so every rank raises the
 same error instead of leaving the others waiting in a collective; together they cost one host
-sync.
+sync, which the trainer needs anyway to skip or stop on NaN/inf embeddings before the step.
 """
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from rcdml.distributed import all_gather_batch
 
@@ -51,3 +53,47 @@ def global_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: in
     if non_finite:
         raise NonFiniteEmbeddings(f"{who}: embeddings contain {non_finite} NaN or inf values")
     return x, y
+
+
+class GlobalBatchLoss(nn.Module):
+    """Base class of every loss: ``forward(embeddings, labels)`` takes this rank's batch, checks
+    it, gathers all ranks' batches with gradient (:func:`global_batch`) and calls
+    :meth:`batch_loss` on the global batch, in fp32 (or wider) and outside autocast, since losses
+    exponentiate scaled cosines. So a loss is its formula, and W ranks update exactly like one
+    process on the concatenated batch (docs/method.md, "Distributed invariants").
+
+    The contract the trainer relies on, besides ``forward``:
+
+    * ``num_classes``, ``embedding_size``: the label range and the embedding width it accepts;
+    * ``terms``: the last step's unweighted loss terms, detached, for logging (empty: the loss
+      is logged as its total only);
+    * ``proxies``: the (num_classes, embedding_size) learnable proxies, or None for a loss
+      without them (shown as the proxy-proxy similarity histogram).
+
+    A subclass sets ``proxies`` (a parameter, or a property) and implements :meth:`batch_loss`.
+    """
+
+    def __init__(self, num_classes: int, embedding_size: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embedding_size = embedding_size
+        self.terms: dict[str, torch.Tensor] = {}
+
+    def batch_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of the checked global batch (same scalar on every rank)."""
+        raise NotImplementedError
+
+    def compute_dtype(self, embeddings: torch.Tensor) -> torch.dtype:
+        """The dtype of the global batch: the widest of the embeddings', the proxies' and fp32."""
+        return compute_dtype(embeddings, *([] if self.proxies is None else [self.proxies]))
+
+    @property
+    def display_name(self) -> str:
+        """How errors name this loss."""
+        return type(self).__name__
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(embeddings.device.type, enabled=False):
+            x, y = global_batch(embeddings, labels, self.num_classes, self.embedding_size,
+                                self.display_name, self.compute_dtype(embeddings))
+            return self.batch_loss(x, y)
