@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
+from rcdml.config.checks import check_choice
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable)
 
@@ -27,6 +29,10 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def check(self, key: str, name: str) -> None:
+        """ConfigError naming ``key`` unless ``name`` is registered."""
+        check_choice(key, name, self.names())
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries

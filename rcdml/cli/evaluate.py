@@ -93,11 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint, rest = split_checkpoint_arg(argv)
         cfg = parse_config(PROG, "Evaluate a checkpoint (checkpoint=PATH) on a dataset's "
                            "evaluation split: Recall@K, MAP@R, R-Precision.", rest)
-        from rcdml.engine.validate import validate
+        from rcdml.cli.checks import check_evaluation
 
-        # World size 1: the only world-size check is train.batch_size's divisibility, which
-        # does not matter for evaluation (any number of ranks may evaluate a run).
-        validate(cfg, 1)
+        # Any number of ranks may evaluate a run: no training or world-size rules.
+        check_evaluation(cfg)
         from rcdml.engine.evaluator import evaluate_checkpoint, read_checkpoint
 
         ckpt = read_checkpoint(checkpoint, cfg)

@@ -17,9 +17,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
         cfg = parse_config(PROG, "Train an embedding network with RCDML or a baseline loss.", argv)
-        from rcdml.engine.validate import validate
+        from rcdml.cli.checks import check_training
 
-        validate(cfg, world_size_from_env())
+        check_training(cfg, world_size_from_env())
     except ConfigError as e:
         return config_error(PROG, e)
     from rcdml.distributed import init_distributed, shutdown

@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from rcdml.config import Config
+from rcdml.config import Config, ConfigError, DataConfig
 from rcdml.data.datasets import ImageList, RetrievalData, read_dataset
 from rcdml.data.loader import ImageLoader
 from rcdml.data.sampler import BalancedBatchSampler, GlobalBatchSampler, RandomBatchSampler
@@ -24,6 +24,12 @@ def dali_available() -> bool:
         return importlib.util.find_spec("nvidia.dali") is not None
     except ModuleNotFoundError:
         return False
+
+
+def check_loader_config(cfg: DataConfig) -> None:
+    if cfg.loader == "dali" and not dali_available():
+        raise ConfigError("data.loader: dali needs NVIDIA DALI (pip install rcdml[dali]); allowed "
+                          "here: auto, torch")
 
 
 def choose_loader(setting: str, device: torch.device) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
+from rcdml.config import ConfigError, DistConfig
 from rcdml.distributed.watchdog import init_watchdog
 
 
@@ -44,6 +45,11 @@ def _attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
     agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
                           is_master=False, timeout=timeout)
     return dist.PrefixStore(f"rcdml/attempt_{attempt}", agent)
+
+
+def check_dist_config(cfg: DistConfig) -> None:
+    if cfg.backend == "nccl" and not torch.cuda.is_available():
+        raise ConfigError("dist.backend: nccl needs a GPU; allowed here: auto, gloo")
 
 
 def init_distributed(backend: str = "auto", timeout_s: float = 1800.0) -> DistInfo:

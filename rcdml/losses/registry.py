@@ -22,3 +22,7 @@ def loss_names() -> list[str]:
 def build_loss(cfg: LossConfig, num_classes: int, embedding_size: int) -> GlobalBatchLoss:
     """The loss named by ``cfg.name``; it sees the global batch (:class:`GlobalBatchLoss`)."""
     return LOSSES[cfg.name](cfg, num_classes, embedding_size)
+
+
+def check_loss_config(cfg: LossConfig) -> None:
+    LOSSES.check("loss.name", cfg.name)

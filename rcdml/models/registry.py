@@ -8,10 +8,12 @@ ImageNet-standardised RGB.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from typing import Callable, Literal
 
 from torch import nn
 
+from rcdml.config import ConfigError, ModelConfig
 from rcdml.registry import Registry
 
 InputStyle = Literal["imagenet", "bn_inception"]
@@ -38,3 +40,11 @@ def backbone_names() -> list[str]:
 
 def backbone_spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    BACKBONES.check("model.backbone", cfg.backbone)
+    pretrained = cfg.pretrained
+    if pretrained not in ("none", "imagenet") and not os.path.isfile(os.path.expanduser(pretrained)):
+        raise ConfigError(f"model.pretrained: {pretrained} is not a file; allowed: none, imagenet, "
+                          "or the path of a backbone state_dict")

@@ -12,7 +12,7 @@ from pytorch_metric_learning import losses as pml_losses
 
 from conftest import ROOT
 from rcdml.config import load_config
-from rcdml.engine.validate import validate
+from rcdml.cli.checks import check_training
 from rcdml.losses import RCDMLLoss, build_loss
 
 ABLATIONS = os.path.join(ROOT, "configs", "ablations")
@@ -30,7 +30,7 @@ SMALL = ["data.train_classes=1-8", "data.eval_classes=965-972", "data.image_size
 
 def build(name: str, root: str) -> RCDMLLoss:
     cfg = load_config(os.path.join(ABLATIONS, f"{name}.yaml"), [f"data.root={root}"])
-    validate(cfg)
+    check_training(cfg)
     assert cfg.output_dir == f"runs/ablations/{name}"
     torch.manual_seed(0)
     return build_loss(cfg.loss, NUM_CLASSES, cfg.model.embedding_size)

@@ -15,7 +15,7 @@ import yaml
 from conftest import ROOT, run_torchrun
 from rcdml.config import ConfigError, load_config
 from rcdml.engine.backends.deepspeed_config import build_deepspeed_config
-from rcdml.engine.validate import validate
+from rcdml.cli.checks import check_training
 
 WORKER = os.path.join(ROOT, "tests", "engine", "dist_worker_deepspeed.py")
 TRAIN = os.path.join(ROOT, "launch", "train.py")
@@ -70,7 +70,7 @@ def test_no_deepspeed_file_means_plain_data_parallel():
 def test_contradictions_name_both_keys(tmp_path, content, keys):
     cfg = run_cfg(f"train.deepspeed_config={write_ds(tmp_path, content)}")
     with pytest.raises(ConfigError) as err:
-        validate(cfg, world_size=2)
+        check_training(cfg, world_size=2)
     for key in keys:
         assert key in str(err.value)
 
@@ -78,15 +78,15 @@ def test_contradictions_name_both_keys(tmp_path, content, keys):
 def test_deepspeed_not_installed_names_train_backend(monkeypatch):
     monkeypatch.setitem(sys.modules, "deepspeed", None)
     with pytest.raises(ConfigError, match=r"^train\.backend: deepspeed is not installed"):
-        validate(run_cfg())
+        check_training(run_cfg())
 
 
 def test_deepspeed_config_needs_the_deepspeed_backend(tmp_path):
     path = write_ds(tmp_path, {"zero_optimization": {"stage": 1}})
     with pytest.raises(ConfigError, match=r"^train\.deepspeed_config: .* train\.backend is ddp"):
-        validate(load_config(DIGITS, [f"train.deepspeed_config={path}"]))
+        check_training(load_config(DIGITS, [f"train.deepspeed_config={path}"]))
     with pytest.raises(ConfigError, match=r"^train\.deepspeed_config: .* is not a file"):
-        validate(run_cfg(f"train.deepspeed_config={tmp_path / 'missing.yaml'}"))
+        check_training(run_cfg(f"train.deepspeed_config={tmp_path / 'missing.yaml'}"))
 
 
 def test_contradictory_batch_size_exits_2_naming_both_keys(tmp_path):

@@ -1,9 +1,11 @@
 """Read a run's dataset: catalog, class split, then a check that every image can be read."""
 from __future__ import annotations
 
+import os
+
 from rcdml.config import ConfigError
 from rcdml.config.schema import DataConfig
-from rcdml.data.datasets.base import LayoutError, RetrievalData, dataset_spec, read_catalog
+from rcdml.data.datasets.base import DATASETS, LayoutError, RetrievalData, dataset_spec, read_catalog
 from rcdml.data.datasets.splits import drop_images, parse_classes, split_catalog
 from rcdml.data.image_check import UnreadableImagesError, describe_problems, find_unreadable
 from rcdml.distributed import all_gather_object, get_rank, get_world_size, rank_share
@@ -50,11 +52,15 @@ def read_dataset(cfg: DataConfig, train: bool = True) -> RetrievalData:
                          drop_images(data.query, bad, relabel=False), gallery)
 
 
-def check_dataset_config(cfg: DataConfig, batch_size: int) -> None:
-    """Config-time checks of ``cfg`` (a DataConfig) that need the dataset's lists but not its
-    images: the layout under ``data.root``, the class split, and enough classes for a balanced
-    batch. Raises ConfigError naming the key. Embedded datasets only get the split syntax
-    checked (their files are written when the run starts)."""
+def check_dataset_config(cfg: DataConfig, batch_size: int | None) -> None:
+    """Config-time checks of ``cfg`` that need the dataset's lists but not its images: the
+    dataset's name and root, the layout under ``data.root``, the class split, and (for training,
+    with the global ``batch_size``) enough classes for a balanced batch. Raises ConfigError
+    naming the key. Embedded datasets only get the split syntax checked (their files are written
+    when the run starts)."""
+    DATASETS.check("data.name", cfg.name)
+    if not DATASETS[cfg.name].embedded and not os.path.isdir(cfg.root):
+        raise ConfigError(f"data.root: {cfg.root} does not exist (dataset {cfg.name})")
     parse_classes(cfg.train_classes, "data.train_classes")
     parse_classes(cfg.eval_classes, "data.eval_classes")
     if dataset_spec(cfg.name).embedded:
@@ -65,7 +71,8 @@ def check_dataset_config(cfg: DataConfig, batch_size: int) -> None:
         raise ConfigError(str(e).replace("\n", " ")) from None
     data = split_catalog(catalog, cfg.train_classes, cfg.eval_classes)
     classes = data.train.num_classes
-    if cfg.sampler == "balanced" and batch_size // cfg.samples_per_class > classes:
+    if batch_size is not None and cfg.sampler == "balanced" and \
+            batch_size // cfg.samples_per_class > classes:
         raise ConfigError(f"train.batch_size: {batch_size} images of data.samples_per_class="
                           f"{cfg.samples_per_class} need {batch_size // cfg.samples_per_class} "
                           f"training classes per batch; the training split has {classes}")

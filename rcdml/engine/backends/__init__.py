@@ -4,13 +4,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rcdml.config import Config, ConfigError
 from rcdml.distributed import get_world_size
 from rcdml.engine.backends.base import Backend
 from rcdml.engine.backends.ddp import DDPBackend
-from rcdml.engine.backends.deepspeed_config import build_deepspeed_config
+from rcdml.engine.backends.deepspeed_config import build_deepspeed_config, check_deepspeed
 
 
-def build_backend(cfg, learner: nn.Module, optimizer: torch.optim.Optimizer,
+def check_backend_config(cfg: Config, world_size: int) -> None:
+    """What ``train.backend`` and ``train.amp`` need of the machine and the DeepSpeed file."""
+    if cfg.train.amp == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.amp: fp16 needs a GPU; use bf16 or none on CPU")
+    if cfg.train.backend == "deepspeed":
+        check_deepspeed(cfg, world_size)
+
+
+def build_backend(cfg: Config, learner: nn.Module, optimizer: torch.optim.Optimizer,
                   device: torch.device) -> Backend:
     """The backend of ``cfg.train.backend`` (``cfg`` is the whole run Config)."""
     if cfg.train.backend == "ddp":
@@ -24,4 +33,4 @@ def build_backend(cfg, learner: nn.Module, optimizer: torch.optim.Optimizer,
     raise ValueError(f"train.backend: unknown backend {cfg.train.backend!r}")
 
 
-__all__ = ["Backend", "DDPBackend", "build_backend"]
+__all__ = ["Backend", "DDPBackend", "build_backend", "check_backend_config"]

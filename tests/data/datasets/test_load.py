@@ -68,14 +68,15 @@ def test_config_time_checks_name_the_key(tmp_path, folder_dataset):
 
 
 def test_run_validation_checks_the_dataset_keys(tmp_path, folder_dataset, monkeypatch):
-    from rcdml.engine import validate as run_checks
+    from rcdml.cli.checks import check_training
+    from rcdml.data import pipeline
 
     folder_dataset(str(tmp_path), 4, 3, size=(8, 8))
     base = ["data.name=folder", f"data.root={tmp_path}", "train.batch_size=4",
             "data.samples_per_class=2", "train.epochs=2"]
-    run_checks.validate(load_config(None, base))
+    check_training(load_config(None, base))
     with pytest.raises(ConfigError, match="data.train_classes"):
-        run_checks.validate(load_config(None, base + ["data.train_classes=1-9"]))
-    monkeypatch.setattr(run_checks, "dali_available", lambda: False)
+        check_training(load_config(None, base + ["data.train_classes=1-9"]))
+    monkeypatch.setattr(pipeline, "dali_available", lambda: False)
     with pytest.raises(ConfigError, match="data.loader: dali needs NVIDIA DALI"):
-        run_checks.validate(load_config(None, base + ["data.loader=dali"]))
+        check_training(load_config(None, base + ["data.loader=dali"]))
