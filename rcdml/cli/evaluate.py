@@ -14,7 +14,10 @@ import sys
 from typing import Sequence
 
 from rcdml.cli.common import config_error, parse_config
-from rcdml.config import ConfigError
+from rcdml.config import Config, ConfigError
+from rcdml.log import configure_logging, get_logger
+
+log = get_logger(__name__)
 
 PROG = "rcdml-eval"
 HELP = {"-h", "--help"}
@@ -58,18 +61,18 @@ def save_embeddings(stem: str, embeddings) -> list[str]:
     return paths
 
 
-def report(cfg, checkpoint: str, result) -> None:
+def report(cfg: Config, checkpoint: str, result) -> None:
     """Print the table and write the JSON (and embeddings): rank 0 only."""
     from rcdml.engine.checkpoint import atomic_write_text
 
     emb = result.embeddings
     setting = ("retrieving among themselves" if emb.gallery is None
                else f"against a gallery of {emb.gallery.shape[0]}")
-    print(f"{checkpoint} (epoch {result.epoch}) on {cfg.data.name}: "
-          f"{emb.query.shape[0]} queries {setting}")
-    print(f"{'metric':<10}{'value':>10}")
+    log.info(f"{checkpoint} (epoch {result.epoch}) on {cfg.data.name}: "
+             f"{emb.query.shape[0]} queries {setting}")
+    log.info(f"{'metric':<10}{'value':>10}")
     for name, value in result.metrics.items():
-        print(f"{name:<10}{value:>10.4f}")
+        log.info(f"{name:<10}{value:>10.4f}")
     stem = output_stem(checkpoint)
     summary = {
         "checkpoint": checkpoint,
@@ -84,10 +87,11 @@ def report(cfg, checkpoint: str, result) -> None:
         summary["embeddings"] = save_embeddings(stem, emb)
     out = f"{stem}.eval.json"
     atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {out}")
+    log.info(f"wrote {out}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         checkpoint, rest = split_checkpoint_arg(argv)

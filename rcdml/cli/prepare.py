@@ -11,6 +11,9 @@ from rcdml.config import ConfigError
 from rcdml.data.datasets import LayoutError, dataset_names, read_catalog, split_catalog
 from rcdml.data.datasets.load import all_paths
 from rcdml.data.image_check import CHECK_LEVELS, describe_problems, find_unreadable
+from rcdml.log import configure_logging, get_logger
+
+log = get_logger(__name__)
 
 PROG = "rcdml-prepare"
 
@@ -28,27 +31,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-classes", default=None, help="data.train_classes, e.g. 1-100")
     parser.add_argument("--eval-classes", default=None, help="data.eval_classes, e.g. 101-200")
     args = parser.parse_args(argv)
+    configure_logging()
     try:
         catalog = read_catalog(args.name, args.root)
         data = split_catalog(catalog, args.train_classes, args.eval_classes)
     except LayoutError as e:
-        print(f"{PROG}: {args.name} is not ready under {args.root}:\n{e}", file=sys.stderr)
+        log.error(f"{PROG}: {args.name} is not ready under {args.root}:\n{e}")
         return 1
     except ConfigError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        log.error(f"{PROG}: {e}")
         return 2
-    print(f"{args.name} at {args.root}")
-    print(_split_line("train", data.train))
-    print(_split_line("query", data.query))
+    log.info(f"{args.name} at {args.root}")
+    log.info(_split_line("train", data.train))
+    log.info(_split_line("query", data.query))
     if data.gallery is not None:
-        print(_split_line("gallery", data.gallery))
+        log.info(_split_line("gallery", data.gallery))
     paths = all_paths(data)
     problems = find_unreadable(paths, args.check)
     if problems:
-        print(describe_problems(problems, len(paths), args.check, shown=len(problems)),
-              file=sys.stderr)
+        log.error(describe_problems(problems, len(paths), args.check, shown=len(problems)))
         return 1
-    print(f"  all {len(paths)} images readable (check: {args.check})")
+    log.info(f"  all {len(paths)} images readable (check: {args.check})")
     return 0
 
 

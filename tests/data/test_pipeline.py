@@ -12,12 +12,15 @@ import torch
 
 from rcdml.config import load_config
 from rcdml.data import build_pipeline
-from rcdml.data.pipeline import choose_loader
+from rcdml.data.pipeline import choose_loader, dali_available
 from rcdml.data.transforms import normalization
 from rcdml.distributed import DistInfo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CPU = torch.device("cpu")
+needs_dali = pytest.mark.skipif(not dali_available(),
+                                reason="NVIDIA DALI is not installed (pip install 'rcdml[dali]')")
+LOADERS = ["torch", pytest.param("dali", marks=needs_dali)]
 
 
 def grey_levels(diff: torch.Tensor, style: str) -> torch.Tensor:
@@ -47,6 +50,7 @@ def mixed_folder(tmp_path_factory, image_writer):
     return str(root)
 
 
+@needs_dali
 @pytest.mark.parametrize("style", ["imagenet", "bn_inception"])
 def test_dali_and_torchvision_give_the_same_batches(mixed_folder, style):
     """Same layout, dtype and value range, and the same pixels up to the resize filters: PIL and
@@ -81,7 +85,7 @@ def test_dali_and_torchvision_give_the_same_batches(mixed_folder, style):
             assert inner.max() <= 1.0 + 1e-3 and diff.mean() < 0.35, (inner.max(), diff.mean())
 
 
-@pytest.mark.parametrize("loader", ["torch", "dali"])
+@pytest.mark.parametrize("loader", LOADERS)
 def test_eval_shards_cover_every_image_once(mixed_folder, loader):
     """Three ranks, 12 query images, batches of 5: uneven shards, contiguous, no padding."""
     seen = []
@@ -102,7 +106,7 @@ def test_auto_loader_is_dali_on_gpu_and_torch_on_cpu():
     assert choose_loader("torch", torch.device("cuda", 0)) == "torch"
 
 
-@pytest.mark.parametrize("loader", ["torch", "dali"])
+@pytest.mark.parametrize("loader", LOADERS)
 def test_short_training_run_on_omniglot(omniglot_root, tmp_path, loader):
     """launch/train.py with configs/omniglot.yaml, shrunk to 16 training and 16 evaluation
     characters at 24 px: 10 steps, then R@K on the unseen characters."""

@@ -94,6 +94,7 @@ def _single_process_indices(root: str, index_colors) -> list[list[int]]:
 
 def test_world_size_2_ranks_share_global_batches_and_resume(torchrun, tmp_path, folder_dataset,
                                                             index_colors):
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install 'rcdml[dali]')")
     root = str(tmp_path / "data")
     paths = folder_dataset(root, len(PER_CLASS), PER_CLASS, flat_index_colors=True, size=(8, 8))
     out = tmp_path / "out.json"

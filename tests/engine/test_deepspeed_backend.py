@@ -13,9 +13,11 @@ import torch
 import yaml
 
 from conftest import ROOT, run_torchrun
+from rcdml.cli.checks import check_training
 from rcdml.config import ConfigError, load_config
 from rcdml.engine.backends.deepspeed_config import build_deepspeed_config
-from rcdml.cli.checks import check_training
+
+pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install 'rcdml[deepspeed]')")
 
 WORKER = os.path.join(ROOT, "tests", "engine", "dist_worker_deepspeed.py")
 TRAIN = os.path.join(ROOT, "launch", "train.py")

@@ -4,9 +4,19 @@ from __future__ import annotations
 import configparser
 import os
 
+import pytest
+
+from conftest import load_worker
 from rcdml.cli.prepare import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The image fixtures of the data tests (tests/data/conftest.py).
+DATA_HELPERS = load_worker(os.path.join(ROOT, "tests", "data", "conftest.py"))
+
+
+@pytest.fixture(scope="session")
+def image_writer():
+    return DATA_HELPERS.write_image
 
 
 def _sop(root, image_writer, corrupt: bool = False, missing: bool = False) -> dict[str, str]:

@@ -6,10 +6,13 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_smoke_run_prints_both_pipelines_and_ratios():
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install 'rcdml[dali]')")
     script = os.path.join(ROOT, "benchmarks", "data.py")
     result = subprocess.run([sys.executable, script, "--smoke"], capture_output=True, text=True,
                             timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
