@@ -1,5 +1,5 @@
 """Forward+backward time and peak memory of RCDMLLoss against the per-class-loop implementation
-(rcdml.losses.reference, written as the seed's code computes it) and pytorch-metric-learning's
+(rcdml.losses.reference, written as the reference implementation computes it) and pytorch-metric-learning's
 ProxyAnchorLoss, at CUB scale (C=100, B=128), SOP scale (C=11,318, B=128) and an 8-GPU SOP global
 batch (C=11,318, B=1,024), d=512.
 

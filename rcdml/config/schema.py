@@ -1,6 +1,6 @@
 """The run configuration: every key a YAML file or a ``key=value`` override may set.
 
-Defaults follow the seed's recipe (BN-Inception, 512-d, AdamW 1e-4, proxies at 1000x, StepLR(10, 0.5),
+Defaults follow the reference implementation's recipe (BN-Inception, 512-d, AdamW 1e-4, proxies at 1000x, StepLR(10, 0.5),
 one warm-up epoch, gradient-value clipping at 10, batch 128). Dataset recipes in ``configs/``
 override what differs.
 """
@@ -57,7 +57,7 @@ class LossConfig:
     pc_momentum: float = bounded(0.3, ge=0.0, le=1.0)
     absent_proxies: Literal["zero", "keep"] = "zero"
     # Baselines from pytorch-metric-learning (proxy_anchor uses margin and alpha above); the
-    # defaults are the seed repository's baseline recipes.
+    # defaults are the reference implementation's baseline recipes.
     softmax_scale: float = bounded(32.0, gt=0.0)
     ms_alpha: float = bounded(2.0, gt=0.0)
     ms_beta: float = bounded(50.0, gt=0.0)

@@ -7,7 +7,7 @@ computes the loss (and mines pairs or triplets) on the global batch in rank orde
 gets the exact gradient through the gather's summing backward and the proxies the plain gradient
 of the global loss, so W ranks update exactly like one process on the concatenated batch.
 
-The recipes follow the seed repository's baselines: Proxy-NCA with softmax scale 32,
+The recipes follow the reference implementation's baselines: Proxy-NCA with softmax scale 32,
 Multi-Similarity with its miner, triplet with semi-hard mining, contrastive with a 0.5 negative
 margin (``loss.*`` keys in the config).
 """

@@ -1,4 +1,4 @@
-"""Relationship Constraint Deep Metric Learning loss (DESIGN.md section 1), vectorised.
+"""Relationship Constraint Deep Metric Learning loss (docs/method.md, section 1), vectorised.
 
 Classes are handled through their index among the M classes present in the (global) batch.
 Under ``absent_proxies='zero'`` an absent class has a zero corrected proxy: its cosine to every

@@ -1,4 +1,4 @@
-"""RCDML computed the way the seed's code does it: a dense (B, C) cosine matrix, one-hot masks and
+"""RCDML computed the way the reference implementation does it: a dense (B, C) cosine matrix, one-hot masks and
 Python loops over all C classes (with a host sync per class).
 
 Slow by design and kept out of the registry: it is the independent oracle that the tests
@@ -19,7 +19,7 @@ def rcdml_loss_loop(X: torch.Tensor, T: torch.Tensor, P: torch.Tensor, margin: f
                     alpha: float = 32.0, prc_weight: float = 0.02, src_weight: float = 0.01,
                     pc_momentum: float = 0.3,
                     absent_proxies: str = "zero") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """DESIGN.md section 1 for embeddings ``X`` (B x d), labels ``T`` and proxies ``P`` (C x d).
+    """docs/method.md section 1 for embeddings ``X`` (B x d), labels ``T`` and proxies ``P`` (C x d).
 
     Returns the loss and its unweighted terms ``pa_pos``, ``pa_neg``, ``prc``, ``src``.
     """

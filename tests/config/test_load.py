@@ -12,7 +12,7 @@ def write(tmp_path, name: str, text: str) -> str:
     return str(path)
 
 
-def test_defaults_are_the_seed_recipe():
+def test_defaults_are_the_reference_implementation_recipe():
     cfg = load_config(None)
     assert isinstance(cfg, Config)
     assert (cfg.model.backbone, cfg.model.embedding_size) == ("bn_inception", 512)

@@ -22,7 +22,7 @@ def test_recipe_loads_with_its_protocol(name, ks):
 
 
 @pytest.mark.parametrize("name", ["cub", "cars", "sop", "inshop"])
-def test_paper_recipes_use_the_seed_settings(name):
+def test_paper_recipes_use_the_reference_implementation_settings(name):
     cfg = load_config(os.path.join(ROOT, "configs", f"{name}.yaml"))
     assert (cfg.model.backbone, cfg.model.embedding_size, cfg.model.pretrained) == (
         "bn_inception", 512, "imagenet")

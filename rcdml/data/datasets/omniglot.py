@@ -1,7 +1,7 @@
 """Omniglot: ``images_background/`` (964 characters, the standard training split) and
 ``images_evaluation/`` (659 characters, retrieved at evaluation). Every character folder is a
 class, whether nested as ``<alphabet>/<character>/`` (the original zips) or flattened as
-``<alphabet>__<character>/`` (../shared/data/omniglot.tar.gz). Classes are numbered background
+``<alphabet>__<character>/``. Classes are numbered background
 first, each split in sorted folder order."""
 from __future__ import annotations
 
@@ -15,10 +15,7 @@ SPLITS = ("images_background", "images_evaluation")
 
 @register_dataset("omniglot", download=(
     "Omniglot: extract images_background.zip and images_evaluation.zip from "
-    "https://github.com/brendenlake/omniglot (python/) into <data.root>, or here "
-    "`mkdir -p data && tar xzf ../shared/data/omniglot.tar.gz -C data/` with "
-    "data.root=data/omniglot, "
-    "so that <data.root>/images_background/ and <data.root>/images_evaluation/ exist."))
+    "https://github.com/brendenlake/omniglot (python/) into <data.root>, so that <data.root>/images_background/ and <data.root>/images_evaluation/ exist."))
 def read_omniglot(root: str) -> Catalog:
     base = find_dir_with(root, SPLITS[0], ("omniglot",))
     groups = []
