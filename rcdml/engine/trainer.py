@@ -12,23 +12,24 @@ import os
 import pickle
 import time
 import zipfile
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from rcdml.config import Config, ConfigError, dump_config
 from rcdml.config.typed import to_dict
-from rcdml.data import build_pipeline
+from rcdml.data import DataPipeline, build_pipeline
 from rcdml.distributed import DistInfo, all_gather_object, barrier, is_distributed, is_main
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
-from rcdml.engine.backends import build_backend
+from rcdml.engine.backends import Backend, build_backend
 from rcdml.engine.checkpoint import atomic_write_text, rotate
 from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
 from rcdml.eval.retrieval import evaluate_retrieval
-from rcdml.losses import NonFiniteEmbeddings, build_loss
-from rcdml.models import backbone_spec, build_model
+from rcdml.losses import GlobalBatchLoss, NonFiniteEmbeddings, build_loss
+from rcdml.models import EmbeddingNet, backbone_spec, build_model
 from rcdml.monitor import (EmbeddingProbe, RunMonitor, intra_class_similarities,
                            proxy_similarities)
 
@@ -39,32 +40,52 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf and ``train.on_nonfinite`` is ``stop``."""
 
 
+@dataclass
+class Components:
+    """What a :class:`Trainer` trains and with what. :func:`build_components` makes them from a
+    config; a test may build its own (without ``pipeline``, the trainer only takes the steps it is
+    given batches for)."""
+    model: EmbeddingNet
+    loss: GlobalBatchLoss
+    learner: MetricLearner
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    backend: Backend
+    pipeline: DataPipeline | None = None
+
+
+def build_components(cfg: Config, dist: DistInfo) -> Components:
+    model = build_model(cfg.model).to(dist.device)
+    pipeline = build_pipeline(cfg, dist, backbone_spec(cfg.model.backbone).input_style)
+    loss = build_loss(cfg.loss, pipeline.num_train_classes, cfg.model.embedding_size).to(dist.device)
+    learner = MetricLearner(model, loss, amp_dtype(cfg.train.amp))
+    optimizer = build_optimizer(param_groups(model, loss, cfg.optim), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs)
+    backend = build_backend(cfg, learner, optimizer, dist.device)
+    return Components(model, loss, learner, optimizer, scheduler, backend, pipeline)
+
+
 class Trainer:
-    def __init__(self, cfg: Config, dist: DistInfo) -> None:
+    def __init__(self, cfg: Config, dist: DistInfo, components: Components | None = None) -> None:
         self.cfg = cfg
         self.dist = dist
         self.device = dist.device
         seed_everything(cfg.train.seed, cfg.train.deterministic)
-        self.model = build_model(cfg.model).to(self.device)
-        input_style = backbone_spec(cfg.model.backbone).input_style
-        self.pipeline = build_pipeline(cfg, dist, input_style)
-        self.loss = build_loss(cfg.loss, self.pipeline.num_train_classes,
-                               cfg.model.embedding_size).to(self.device)
-        self.learner = MetricLearner(self.model, self.loss, amp_dtype(cfg.train.amp))
-        self.optimizer = build_optimizer(param_groups(self.model, self.loss, cfg.optim), cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs)
-        self.backend = build_backend(cfg, self.learner, self.optimizer, self.device)
+        parts = components if components is not None else build_components(cfg, dist)
+        self.model, self.loss, self.learner = parts.model, parts.loss, parts.learner
+        self.optimizer, self.scheduler, self.backend = parts.optimizer, parts.scheduler, parts.backend
+        self.pipeline = parts.pipeline
         self.start_epoch = self.start_step = 0
         self.resumed_totals: dict[str, float] = {}
         self.best: dict[str, Any] = {"metric": -1.0, "epoch": -1}
         self.last_good: str | None = None
         self._resume()
-        steps = self.pipeline.steps_per_epoch
+        steps = self.pipeline.steps_per_epoch if self.pipeline is not None else 0
         self.monitor = RunMonitor(cfg.output_dir, is_main(), cfg.train.progress,
                                   resume_epoch=self.start_epoch,
                                   resume_step=self.start_epoch * steps + self.start_step)
         self.probe = None
-        if is_main() and cfg.monitor.sample_size:
+        if is_main() and cfg.monitor.sample_size and self.pipeline is not None:
             self.probe = EmbeddingProbe(self.pipeline.data.query, self.pipeline.eval_transform,
                                         cfg.monitor.sample_size, cfg.train.seed)
         if is_main():

@@ -18,10 +18,11 @@ import yaml
 from torch import nn
 
 from rcdml.config.schema import Config, LossConfig, OptimConfig
-from rcdml.distributed import get_rank, get_world_size, init_distributed, shutdown
+from rcdml.distributed import DistInfo, get_rank, get_world_size, init_distributed, shutdown
 from rcdml.engine.backends import build_backend
 from rcdml.engine.learner import MetricLearner
 from rcdml.engine.optim import build_optimizer, param_groups
+from rcdml.engine.trainer import Components, Trainer
 from rcdml.losses import build_loss
 from rcdml.models.embedding import EmbeddingNet
 
@@ -54,7 +55,9 @@ def ds_config_file(stage: int, workdir: str) -> str:
     return path
 
 
-def build(run: str, seed: int, workdir: str):
+def build(run: str, seed: int, workdir: str, info: DistInfo) -> Trainer:
+    """A Trainer of the tiny network, from components (no dataset: the steps get their batches
+    from :func:`batch`), with one warm-up epoch."""
     backend_name, stage, amp = run.split(":")
     torch.manual_seed(seed)
     backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3))
@@ -68,18 +71,20 @@ def build(run: str, seed: int, workdir: str):
     cfg.train.batch_size = BATCH
     cfg.train.grad_clip_value = CLIP
     cfg.train.amp = amp
+    cfg.train.warmup_epochs = 1
+    cfg.train.progress = False
+    cfg.monitor.sample_size = 0
+    cfg.output_dir = os.path.join(workdir, f"{run.replace(':', '_')}.seed{seed}")
     if backend_name == "deepspeed":
         cfg.train.deepspeed_config = ds_config_file(int(stage), workdir)
     backend = build_backend(cfg, learner, optimizer, torch.device("cpu"))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-    return model, learner, backend, scheduler
+    return Trainer(cfg, info, Components(model, loss, learner, optimizer, scheduler, backend))
 
 
-def train_step(backend, step: int) -> torch.Tensor:
-    loss = backend(*batch(step))
-    backend.backward(loss)
-    backend.step()
-    return loss.detach()
+def train_step(trainer: Trainer, epoch: int, step: int) -> torch.Tensor:
+    """The trainer's own optimizer step on this rank's slice of global batch ``step``."""
+    return trainer._train_step(*batch(step), epoch, step)
 
 
 def params(learner: nn.Module) -> dict[str, torch.Tensor]:
@@ -107,19 +112,18 @@ def max_abs_grad_seen(optimizer) -> list[float]:
     return seen
 
 
-def run_one(run: str, out_dir: str) -> None:
-    model, learner, backend, scheduler = build(run, 0, out_dir)
+def run_one(run: str, out_dir: str, info: DistInfo) -> None:
+    trainer = build(run, 0, out_dir, info)
+    learner, backend, scheduler = trainer.learner, trainer.backend, trainer.scheduler
     seen = max_abs_grad_seen(backend.optimizer) if run.startswith("ddp") else []
     result: dict = {"init": params(learner)}
-    model.set_backbone_trainable(False)
-    backend.prepare()
-    losses = [train_step(backend, 0)]
+    phase = trainer._set_phase(0, None)
+    losses = [train_step(trainer, 0, 0)]
     result["after_warmup"] = params(learner)
-    model.set_backbone_trainable(True)
-    backend.prepare()
-    losses.append(train_step(backend, 1))
+    phase = trainer._set_phase(1, phase)
+    losses.append(train_step(trainer, 1, 1))
     scheduler.step()
-    losses.append(train_step(backend, 2))
+    losses.append(train_step(trainer, 1, 2))
     result["losses"] = [float(loss) for loss in losses]
     result["loss_dtype"] = str(losses[0].dtype)
     result["proxies_dtype"] = str(learner.loss.proxies.dtype)
@@ -131,26 +135,26 @@ def run_one(run: str, out_dir: str) -> None:
     if run.startswith("deepspeed"):
         path = os.path.join(out_dir, f"{name}.ckpt.pt")
         backend.save(path, {"epoch": 3, "scheduler": scheduler.state_dict()})
-        train_step(backend, 3)
+        train_step(trainer, 1, 3)
         result["continued"] = params(learner)
-        _, learner2, backend2, scheduler2 = build(run, 1, out_dir)
-        state = backend2.load(path)
-        scheduler2.load_state_dict(state["scheduler"])
+        trainer2 = build(run, 1, out_dir, info)
+        state = trainer2.backend.load(path)
+        trainer2.scheduler.load_state_dict(state["scheduler"])
         result["resumed_state"] = {k: v for k, v in state.items() if k != "scheduler"}
-        result["resumed_lrs"] = [g["lr"] for g in backend2.optimizer.param_groups]
-        backend2.prepare()
-        train_step(backend2, 3)
-        result["resumed"] = params(learner2)
+        result["resumed_lrs"] = [g["lr"] for g in trainer2.backend.optimizer.param_groups]
+        trainer2._set_phase(1, None)
+        train_step(trainer2, 1, 3)
+        result["resumed"] = params(trainer2.learner)
     if get_rank() == 0:
         torch.save(result, os.path.join(out_dir, f"{name}.pt"))
 
 
 def main() -> None:
     out_dir, runs = sys.argv[1], sys.argv[2:]
-    init_distributed("gloo")
+    info = init_distributed("gloo")
     try:
         for run in runs:
-            run_one(run, out_dir)
+            run_one(run, out_dir, info)
     finally:
         shutdown()
 
