@@ -35,9 +35,17 @@ def _env_int(name: str, default: int) -> int:
 def _attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
     """torchrun's agent store, with keys private to this restart attempt.
 
-    The agent keeps one store across ``--max-restarts`` attempts, so a restarted worker can read
-    a dead worker's gloo/NCCL address left by the previous attempt and fail to connect. A prefix
-    per attempt (TORCHELASTIC_RESTART_COUNT) keeps each attempt's rendezvous keys apart.
+    Still needed with torch 2.14: under TORCHELASTIC_USE_AGENT_STORE, env:// rendezvous
+    (``torch.distributed.rendezvous._create_c10d_store``) makes each worker a plain TCPStore
+    client of the agent's server at MASTER_ADDR:MASTER_PORT, "so no need to add prefix for each
+    attempt" as its comment says; but the agent's server lives across ``--max-restarts``
+    attempts (only the agent's own handle gets the per-round prefix of
+    ``DynamicRendezvousHandler._wrap_store``), and ``init_process_group`` prefixes the keys with
+    the constant "default_pg". So a restarted worker reads the gloo/NCCL addresses of the
+    previous attempt's dead workers and fails to connect. A prefix per attempt
+    (TORCHELASTIC_RESTART_COUNT) keeps each attempt's keys apart; the test that restarts a killed
+    worker is tests/engine/test_fault_tolerance.py::
+    test_elastic_restart_after_killed_worker_matches_uninterrupted.
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
