@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from rcdml.config import load_config
-from rcdml.data import build_pipeline
+from rcdml.data import build_eval_pipeline, build_pipeline
+from rcdml.data.image_check import UnreadableImagesError
 from rcdml.data.pipeline import choose_loader, dali_available
 from rcdml.data.transforms import normalization
 from rcdml.distributed import DistInfo
@@ -126,3 +127,25 @@ def test_short_training_run_on_omniglot(omniglot_root, tmp_path, loader):
     assert torch.isfinite(torch.tensor(last["train/loss"]))
     assert 0.0 <= last["eval/R@1"] <= last["eval/R@8"] <= 1.0
     assert (out / "last.pt").is_file()
+
+
+def test_evaluation_pipeline_reads_only_the_evaluation_split(tmp_path, folder_dataset):
+    """A truncated training image stops a training pipeline but not an evaluation-only one,
+    which gives the evaluation batches of the training pipeline of an intact copy."""
+    paths = folder_dataset(str(tmp_path / "broken"), 4, 3, ext=".jpg", size=(32, 24))
+    folder_dataset(str(tmp_path / "intact"), 4, 3, ext=".jpg", size=(32, 24))
+    data = open(paths[0], "rb").read()  # class c00: the training split
+    with open(paths[0], "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(UnreadableImagesError, match="1 of 12 images"):
+        _pipeline(str(tmp_path / "broken"), "torch")
+    cfg = load_config(None, ["data.name=folder", f"data.root={tmp_path / 'broken'}",
+                             "data.image_size=32", "data.resize_size=40", "data.num_workers=0",
+                             "eval.batch_size=5", "data.loader=torch"])
+    pipe = build_eval_pipeline(cfg, DistInfo(0, 1, 0, CPU, None), "imagenet")
+    assert not hasattr(pipe, "sampler") and len(pipe.data.query) == 6
+    intact = _pipeline(str(tmp_path / "intact"), "torch")
+    batches = list(zip(pipe.eval_loader(pipe.data.query), intact.eval_loader(intact.data.query)))
+    assert len(batches) == 2
+    for (x, y, i), (xi, yi, ii) in batches:
+        assert torch.equal(x, xi) and torch.equal(y, yi) and torch.equal(i, ii)
