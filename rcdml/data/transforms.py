@@ -9,6 +9,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
+from rcdml.config import DataConfig
 from rcdml.data.geometry import train_geometry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,7 +55,7 @@ class TrainTransform:
     """Random-resized crop and optional flip whose randomness comes from the sample's seed only
     (see :mod:`rcdml.data.geometry`), then the backbone's normalisation."""
 
-    def __init__(self, cfg, input_style: str) -> None:
+    def __init__(self, cfg: DataConfig, input_style: str) -> None:
         self.size = cfg.image_size
         self.scale = tuple(cfg.crop_scale)
         self.flip = cfg.flip
@@ -70,7 +71,7 @@ class TrainTransform:
         return self.finish(image)
 
 
-def eval_transform(cfg, input_style: str) -> T.Compose:
+def eval_transform(cfg: DataConfig, input_style: str) -> T.Compose:
     """Resize the short side to ``resize_size``, centre-crop ``image_size``, normalise."""
     return T.Compose([T.Resize(cfg.resize_size, antialias=True), T.CenterCrop(cfg.image_size),
                       T.ToTensor(), Normalize(normalization(input_style))])

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rcdml.config import EvalConfig
+from rcdml.data.datasets import ImageList
+from rcdml.data.pipeline import EvalPipeline
 from rcdml.distributed import is_distributed
 from rcdml.eval.embed import embed_shard, gather_in_order
 from rcdml.eval.metrics import retrieval_metrics
@@ -22,7 +25,7 @@ class EvalEmbeddings:
     gallery_labels: torch.Tensor | None = None
 
 
-def embed_split(model: nn.Module, pipeline, images, device: torch.device,
+def embed_split(model: nn.Module, pipeline: EvalPipeline, images: ImageList, device: torch.device,
                 amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings and labels of ``images`` (an ImageList), each image embedded on one rank."""
     if len(images) == 0:
@@ -31,7 +34,7 @@ def embed_split(model: nn.Module, pipeline, images, device: torch.device,
     return gather_in_order(emb, labels, idx, len(images))
 
 
-def embed_eval_data(model: nn.Module, pipeline, device: torch.device,
+def embed_eval_data(model: nn.Module, pipeline: EvalPipeline, device: torch.device,
                     amp_dtype: torch.dtype | None = None) -> EvalEmbeddings:
     """``pipeline.data``'s query (and gallery) images, embedded across ranks; every rank gets
     all of them."""
@@ -43,16 +46,16 @@ def embed_eval_data(model: nn.Module, pipeline, device: torch.device,
     return out
 
 
-def score(embeddings: EvalEmbeddings, cfg) -> dict[str, float]:
-    """The metrics ``cfg`` (an EvalConfig) asks for; under torchrun each rank ranks a share of
-    the queries and all ranks return the same numbers."""
+def score(embeddings: EvalEmbeddings, cfg: EvalConfig) -> dict[str, float]:
+    """The metrics ``cfg`` asks for; under torchrun each rank ranks a share of the queries and
+    all ranks return the same numbers."""
     return retrieval_metrics(embeddings.query, embeddings.query_labels, cfg.ks, embeddings.gallery,
                              embeddings.gallery_labels, with_map=cfg.map_at_r,
                              chunk_size=cfg.chunk_size, distributed=is_distributed())
 
 
-def evaluate_retrieval(model: nn.Module, pipeline, device: torch.device, cfg,
-                       amp_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """``{"R@k": ..., "MAP@R": ..., "RP": ...}`` for an EvalConfig ``cfg`` (MAP@R and RP when
+def evaluate_retrieval(model: nn.Module, pipeline: EvalPipeline, device: torch.device,
+                       cfg: EvalConfig, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """``{"R@k": ..., "MAP@R": ..., "RP": ...}`` for ``cfg`` (MAP@R and RP when
     ``cfg.map_at_r``); the same numbers on every rank."""
     return score(embed_eval_data(model, pipeline, device, amp_dtype), cfg)

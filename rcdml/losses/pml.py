@@ -17,6 +17,7 @@ import torch
 from pytorch_metric_learning import losses, miners
 from torch import nn
 
+from rcdml.config import LossConfig
 from rcdml.losses.global_batch import GlobalBatchLoss, compute_dtype
 from rcdml.losses.registry import register_loss
 
@@ -54,33 +55,33 @@ class PMLLoss(GlobalBatchLoss):
 
 
 @register_loss("proxy_anchor")
-def _proxy_anchor(cfg, num_classes: int, embedding_size: int) -> PMLLoss:
+def _proxy_anchor(cfg: LossConfig, num_classes: int, embedding_size: int) -> PMLLoss:
     loss_fn = losses.ProxyAnchorLoss(num_classes, embedding_size, margin=cfg.margin, alpha=cfg.alpha)
     return PMLLoss(loss_fn, num_classes, embedding_size)
 
 
 @register_loss("proxy_nca")
-def _proxy_nca(cfg, num_classes: int, embedding_size: int) -> PMLLoss:
+def _proxy_nca(cfg: LossConfig, num_classes: int, embedding_size: int) -> PMLLoss:
     loss_fn = losses.ProxyNCALoss(num_classes, embedding_size, softmax_scale=cfg.softmax_scale)
     return PMLLoss(loss_fn, num_classes, embedding_size)
 
 
 @register_loss("multi_similarity")
-def _multi_similarity(cfg, num_classes: int, embedding_size: int) -> PMLLoss:
+def _multi_similarity(cfg: LossConfig, num_classes: int, embedding_size: int) -> PMLLoss:
     loss_fn = losses.MultiSimilarityLoss(alpha=cfg.ms_alpha, beta=cfg.ms_beta, base=cfg.ms_base)
     miner = miners.MultiSimilarityMiner(epsilon=cfg.ms_epsilon)
     return PMLLoss(loss_fn, num_classes, embedding_size, miner)
 
 
 @register_loss("triplet")
-def _triplet(cfg, num_classes: int, embedding_size: int) -> PMLLoss:
+def _triplet(cfg: LossConfig, num_classes: int, embedding_size: int) -> PMLLoss:
     loss_fn = losses.TripletMarginLoss(margin=cfg.triplet_margin)
     miner = miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets="semihard")
     return PMLLoss(loss_fn, num_classes, embedding_size, miner)
 
 
 @register_loss("contrastive")
-def _contrastive(cfg, num_classes: int, embedding_size: int) -> PMLLoss:
+def _contrastive(cfg: LossConfig, num_classes: int, embedding_size: int) -> PMLLoss:
     loss_fn = losses.ContrastiveLoss(pos_margin=cfg.contrastive_pos_margin,
                                      neg_margin=cfg.contrastive_neg_margin)
     return PMLLoss(loss_fn, num_classes, embedding_size)

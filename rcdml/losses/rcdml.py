@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from rcdml.config import LossConfig
 from rcdml.functional import l2_normalize
 from rcdml.losses.global_batch import GlobalBatchLoss
 from rcdml.losses.registry import register_loss
@@ -173,7 +174,7 @@ class RCDMLLoss(GlobalBatchLoss):
 
 
 @register_loss("rcdml")
-def _build_rcdml(cfg, num_classes: int, embedding_size: int) -> RCDMLLoss:
+def _build_rcdml(cfg: LossConfig, num_classes: int, embedding_size: int) -> RCDMLLoss:
     return RCDMLLoss(num_classes, embedding_size, margin=cfg.margin, alpha=cfg.alpha,
                      prc_weight=cfg.prc_weight, src_weight=cfg.src_weight,
                      pc_momentum=cfg.pc_momentum, absent_proxies=cfg.absent_proxies)

@@ -6,6 +6,7 @@ import os
 import torch
 from torch import nn
 
+from rcdml.config import ModelConfig
 from rcdml.functional import l2_normalize
 from rcdml.models.registry import backbone_spec
 from rcdml.models.weights import load_backbone_weights
@@ -68,8 +69,8 @@ class EmbeddingNet(nn.Module):
         return out
 
 
-def build_model(cfg) -> EmbeddingNet:
-    """The embedding network of ``cfg`` (a ModelConfig); ``pretrained`` is none, imagenet or a path."""
+def build_model(cfg: ModelConfig) -> EmbeddingNet:
+    """The embedding network of ``cfg``; ``pretrained`` is none, imagenet or a path."""
     spec = backbone_spec(cfg.backbone)
     backbone = spec.build(cfg.pretrained == "imagenet")
     if cfg.pretrained not in ("none", "imagenet"):

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from rcdml.config import ConfigError
+from rcdml.config import Config, ConfigError
 
 # Whole sections that rcdml owns: the torch optimizer carries the param groups with their lr
 # multipliers and the trainer steps the schedule per epoch; mixed precision is train.amp.
@@ -67,7 +67,7 @@ def _precision_section(config: dict, name: str, amp: str, path: str) -> dict[str
     return section
 
 
-def build_deepspeed_config(cfg, world_size: int) -> dict[str, Any]:
+def build_deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
     """The dict given to ``deepspeed.initialize`` for run config ``cfg`` on ``world_size`` ranks.
 
     Raises :class:`ConfigError` naming both keys when the user's file contradicts the run config.
@@ -112,8 +112,9 @@ def build_deepspeed_config(cfg, world_size: int) -> dict[str, Any]:
     return out
 
 
-def check_deepspeed(cfg, world_size: int) -> None:
-    """The checks of ``train.backend=deepspeed`` (``validate`` calls this)."""
+def check_deepspeed(cfg: Config, world_size: int) -> None:
+    """The checks of ``train.backend=deepspeed`` (:func:`rcdml.engine.backends.check_backend_config`
+    calls this)."""
     if not deepspeed_installed():
         raise ConfigError("train.backend: deepspeed is not installed; install it with "
                           "pip install 'rcdml[deepspeed]', or use train.backend=ddp")
