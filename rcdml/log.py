@@ -12,14 +12,17 @@ import logging
 import os
 import sys
 
+import torch.distributed as dist
+
 ROOT = "rcdml"
 
 
 def _rank() -> int:
-    """The process-group rank once there is one; before that, torchrun's RANK."""
-    from rcdml.distributed import get_rank, is_distributed
-
-    return get_rank() if is_distributed() else int(os.environ.get("RANK", "0") or 0)
+    """The process-group rank once there is one; before that (and in a single process),
+    torchrun's RANK, so lines logged before the process group exists are not repeated."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0") or 0)
 
 
 class RankZeroFilter(logging.Filter):
