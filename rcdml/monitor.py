@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from rcdml.engine.checkpoint import atomic_write_text
+from rcdml.io import atomic_write_text
 
 
 class _Silent:

@@ -44,7 +44,7 @@ def save_embeddings(stem: str, embeddings) -> list[str]:
     """Write the embeddings and labels as ``.npy`` files; returns their paths."""
     import numpy as np
 
-    from rcdml.engine.checkpoint import atomic_write_bytes
+    from rcdml.io import atomic_write_bytes
 
     arrays = {"query": embeddings.query, "query_labels": embeddings.query_labels}
     if embeddings.gallery is not None:
@@ -60,7 +60,7 @@ def save_embeddings(stem: str, embeddings) -> list[str]:
 
 def report(cfg, checkpoint: str, result) -> None:
     """Print the table and write the JSON (and embeddings): rank 0 only."""
-    from rcdml.engine.checkpoint import atomic_write_text
+    from rcdml.io import atomic_write_text
 
     emb = result.embeddings
     setting = ("retrieving among themselves" if emb.gallery is None

@@ -7,7 +7,7 @@ from typing import Any
 from rcdml.config import Config, ConfigError
 from rcdml.data import build_pipeline
 from rcdml.distributed import DistInfo
-from rcdml.engine.checkpoint import load_checkpoint
+from rcdml.io import load_checkpoint
 from rcdml.engine.learner import amp_dtype
 from rcdml.eval.retrieval import EvalEmbeddings, embed_eval_data, score
 from rcdml.models import backbone_spec, build_model

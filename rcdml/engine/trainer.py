@@ -22,7 +22,8 @@ from rcdml.data import build_pipeline
 from rcdml.distributed import DistInfo, all_gather_object, barrier, is_distributed, is_main
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.backends import build_backend
-from rcdml.engine.checkpoint import atomic_write_text, rotate
+from rcdml.engine.checkpoint import rotate
+from rcdml.io import atomic_write_text
 from rcdml.engine.diagnostics import EmbeddingProbe, intra_class_similarities, proxy_similarities
 from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
