@@ -10,19 +10,25 @@ from rcdml.config import ConfigError
 PROG = "rcdml-train"
 # A run that started but stopped on a detected fault (non-finite loss, stalled rank).
 EXIT_RUN_FAILED = 3
+# Stopped by SIGTERM, SIGUSR1 or SIGINT after writing last.pt at the step every rank stopped
+# at (EX_TEMPFAIL: run it again with train.resume=auto; launch/slurm/train.sbatch requeues).
+EXIT_PREEMPTED = 75
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = parse_config(PROG, "Train an embedding network with RCDML or a baseline loss.", argv)
+        from rcdml.engine.checkpoint import check_output_dir
         from rcdml.engine.validate import validate
+
+        check_output_dir(cfg.output_dir)
 
         validate(cfg, world_size_from_env())
     except ConfigError as e:
         return config_error(PROG, e)
     from rcdml.distributed import init_distributed, shutdown
     from rcdml.distributed.watchdog import CollectiveTimeout
-    from rcdml.engine.trainer import NonFiniteLoss, Trainer
+    from rcdml.engine.trainer import NonFiniteLoss, Preempted, Trainer
 
     info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
     try:
@@ -36,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, CollectiveTimeout) or info.rank == 0:
             print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_RUN_FAILED
+    except Preempted as e:
+        if info.rank == 0:
+            print(f"{PROG}: {e}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     finally:
         shutdown()
     return 0
