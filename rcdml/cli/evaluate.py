@@ -98,16 +98,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # World size 1: the only world-size check is train.batch_size's divisibility, which
         # does not matter for evaluation (any number of ranks may evaluate a run).
         validate(cfg, 1)
-        from rcdml.engine.evaluator import evaluate_checkpoint, read_checkpoint
+        from rcdml.eval.checkpoint import evaluate_checkpoint, read_checked_checkpoint
 
-        ckpt = read_checkpoint(checkpoint, cfg)
+        ckpt = read_checked_checkpoint(checkpoint, cfg)
     except ConfigError as e:
         return config_error(PROG, e)
     from rcdml.distributed import init_distributed, is_main, shutdown
 
     info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
     try:
-        result = evaluate_checkpoint(cfg, info, ckpt, checkpoint)
+        from rcdml.engine.learner import amp_dtype
+
+        result = evaluate_checkpoint(cfg, info, ckpt, checkpoint,
+                                     amp_dtype(cfg.train.amp, info.device))
         if is_main():
             report(cfg, checkpoint, result)
     except ConfigError as e:

@@ -18,26 +18,19 @@ import datetime
 import fcntl
 import json
 import os
-import pickle
 import shutil
 import socket
-import zipfile
 from typing import Any, Callable
-
-import torch
 
 from rcdml.config import Config, ConfigError, dump_config
 from rcdml.config.typed import to_dict
 from rcdml.distributed import broadcast_object, is_main
-from rcdml.io import TMP_PREFIX, TMP_SUFFIX, atomic_write_text
+from rcdml.io import TMP_PREFIX, TMP_SUFFIX, CheckpointReadError, atomic_write_text, read_checkpoint
 
 LAST, PREV, BEST = "last.pt", "prev.pt", "best.pt"
 LOCK = ".lock"
 HISTORY = "config_history.jsonl"
 METRICS = "metrics.jsonl"
-# What torch.load raises for a file cut short or not a checkpoint at all.
-_UNREADABLE = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-               KeyError, IndexError, ValueError)
 
 
 class RunDirError(ConfigError):
@@ -74,26 +67,6 @@ def check_output_dir(path: str) -> None:
         raise RunDirError(f"output_dir: {path} cannot be created: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunDirError(f"output_dir: {path} is not writable ({existing}: permission denied)")
-
-
-def read_checkpoint_file(path: str) -> dict[str, Any]:
-    """The checkpoint at ``path`` (``weights_only``, memory-mapped) or :class:`RunDirError`
-    saying in one line why it cannot be read."""
-    try:
-        if os.path.getsize(path) == 0:
-            raise RunDirError(f"checkpoint: {path} is an empty file (0 bytes), not a checkpoint")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RunDirError:
-        raise
-    except FileNotFoundError:
-        raise RunDirError(f"checkpoint: {path} does not exist") from None
-    except _UNREADABLE as e:
-        # torch's own message is several lines, some of them advice that weakens safety.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunDirError(f"checkpoint: cannot read {path} ({type(e).__name__}: {first[:200]})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise RunDirError(f"checkpoint: {path} is not an rcdml checkpoint (no 'model' weights)")
-    return ckpt
 
 
 def on_main(fn: Callable[[], Any]) -> Any:
@@ -167,12 +140,12 @@ class CheckpointManager:
             parts.append(f"{len(rows)} epochs in {METRICS}")
         if ckpts:
             try:
-                ckpt = read_checkpoint_file(self.path(ckpts[0]))
+                ckpt = read_checkpoint(self.path(ckpts[0]))
                 best = ckpt.get("best", {})
                 detail = f"epoch {ckpt.get('epoch')}"
                 if best.get("epoch", -1) >= 0:
                     detail += f", best R@1 {best['metric']:.4f} at epoch {best['epoch']}"
-            except RunDirError:
+            except CheckpointReadError:
                 detail = "unreadable"
             parts.append(f"{ckpts[0]} ({detail})")
         return ", ".join(parts)
@@ -234,10 +207,10 @@ class CheckpointManager:
             if not os.path.exists(path):
                 continue
             try:
-                return path, read_checkpoint_file(path)
-            except RunDirError as e:
-                unreadable.append(str(e).removeprefix("checkpoint: "))
-                warn(f"warning: {e}; trying the previous one")
+                return path, read_checkpoint(path)
+            except CheckpointReadError as e:
+                unreadable.append(f"{e.path} ({e.why})")
+                warn(f"warning: cannot read checkpoint {unreadable[-1]}; trying the previous one")
         if unreadable:
             raise NoReadableCheckpoint("train.resume: no readable checkpoint: " + "; ".join(unreadable)
                                        + " (the files are left as they are)")

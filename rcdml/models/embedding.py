@@ -6,8 +6,9 @@ import os
 import torch
 from torch import nn
 
+from rcdml.distributed import get_rank
 from rcdml.models.registry import backbone_spec
-from rcdml.models.weights import load_backbone_weights
+from rcdml.models.weights import load_pretrained
 
 
 class EmbeddingNet(nn.Module):
@@ -71,7 +72,10 @@ def build_model(cfg) -> EmbeddingNet:
     """The embedding network of ``cfg`` (a ModelConfig); ``pretrained`` is none, imagenet or a path."""
     spec = backbone_spec(cfg.backbone)
     backbone = spec.build(cfg.pretrained == "imagenet")
+    model = EmbeddingNet(backbone, spec.channels, cfg.embedding_size, pooling=cfg.pooling,
+                         normalize=cfg.normalize, freeze_bn=cfg.freeze_bn)
     if cfg.pretrained not in ("none", "imagenet"):
-        load_backbone_weights(backbone, os.path.expanduser(cfg.pretrained))
-    return EmbeddingNet(backbone, spec.channels, cfg.embedding_size, pooling=cfg.pooling,
-                        normalize=cfg.normalize, freeze_bn=cfg.freeze_bn)
+        message = load_pretrained(model, os.path.expanduser(cfg.pretrained))
+        if get_rank() == 0:
+            print(message, flush=True)
+    return model
