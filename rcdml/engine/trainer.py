@@ -291,7 +291,10 @@ class Trainer:
             raise
         finally:
             for signum, handler in handlers.items():
-                signal.signal(signum, handler)
+                # After a stop the process is on its way out; a launcher's follow-up SIGTERM (torchrun
+                # sends one to the ranks still running when the first one exits) must not cut
+                # the exit short and turn the documented exit code into a kill.
+                signal.signal(signum, signal.SIG_IGN if self._stop_signal else handler)
             self.monitor.close()
             self.run.release()
 
