@@ -47,7 +47,7 @@ def save_embeddings(stem: str, embeddings) -> list[str]:
     """Write the embeddings and labels as ``.npy`` files; returns their paths."""
     import numpy as np
 
-    from rcdml.engine.checkpoint import atomic_write_bytes
+    from rcdml.io import atomic_write_bytes
 
     arrays = {"query": embeddings.query, "query_labels": embeddings.query_labels}
     if embeddings.gallery is not None:
@@ -63,7 +63,7 @@ def save_embeddings(stem: str, embeddings) -> list[str]:
 
 def report(cfg: Config, checkpoint: str, result) -> None:
     """Print the table and write the JSON (and embeddings): rank 0 only."""
-    from rcdml.engine.checkpoint import atomic_write_text
+    from rcdml.io import atomic_write_text
 
     emb = result.embeddings
     setting = ("retrieving among themselves" if emb.gallery is None
@@ -101,16 +101,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Any number of ranks may evaluate a run: no training or world-size rules.
         check_evaluation(cfg)
-        from rcdml.engine.evaluator import evaluate_checkpoint, read_checkpoint
+        from rcdml.eval.checkpoint import evaluate_checkpoint, read_checked_checkpoint
 
-        ckpt = read_checkpoint(checkpoint, cfg)
+        ckpt = read_checked_checkpoint(checkpoint, cfg)
     except ConfigError as e:
         return config_error(PROG, e)
     from rcdml.distributed import init_distributed, is_main, shutdown
 
     info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
     try:
-        result = evaluate_checkpoint(cfg, info, ckpt, checkpoint)
+        from rcdml.engine.learner import amp_dtype
+
+        result = evaluate_checkpoint(cfg, info, ckpt, checkpoint,
+                                     amp_dtype(cfg.train.amp, info.device))
         if is_main():
             report(cfg, checkpoint, result)
     except ConfigError as e:

@@ -11,6 +11,9 @@ from rcdml.log import configure_logging
 PROG = "rcdml-train"
 # A run that started but stopped on a detected fault (non-finite loss, stalled rank).
 EXIT_RUN_FAILED = 3
+# Stopped by SIGTERM, SIGUSR1 or SIGINT after writing last.pt at the step every rank stopped
+# at (EX_TEMPFAIL: run it again with train.resume=auto; launch/slurm/train.sbatch requeues).
+EXIT_PREEMPTED = 75
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,13 +21,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = parse_config(PROG, "Train an embedding network with RCDML or a baseline loss.", argv)
         from rcdml.cli.checks import check_training
+        from rcdml.engine.checkpoint import check_output_dir
 
+        # Before anything else: data and model work must not happen for a run that cannot write.
+        check_output_dir(cfg.output_dir)
         check_training(cfg, world_size_from_env())
     except ConfigError as e:
         return config_error(PROG, e)
     from rcdml.distributed import init_distributed, shutdown
     from rcdml.distributed.watchdog import CollectiveTimeout
-    from rcdml.engine.trainer import NonFiniteLoss, Trainer
+    from rcdml.engine.trainer import NonFiniteLoss, Preempted, Trainer
 
     info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
     try:
@@ -38,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, CollectiveTimeout) or info.rank == 0:
             print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_RUN_FAILED
+    except Preempted as e:
+        if info.rank == 0:
+            print(f"{PROG}: {e}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     finally:
         shutdown()
     return 0

@@ -16,7 +16,19 @@ from rcdml.config.typed import ConfigError, build, to_dict
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-4`` (no dot) as a string; configs are full of such learning rates."""
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; configs are full of such learning rates.
+    A key given twice in one mapping is an error (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                mark = key_node.start_mark
+                raise ConfigError(f"{mark.name}:{mark.line + 1}:{mark.column + 1}: duplicate key "
+                                  f"{key!r}; each key may appear once per mapping")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -39,7 +51,7 @@ def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
         with open(path) as f:
             data = _yaml(f)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_error(e)})") from None
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
@@ -50,6 +62,15 @@ def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"base: expected a path to a YAML file, got {base!r}")
     parent = _read_yaml(os.path.join(os.path.dirname(path), base), seen + (path,))
     return merge(parent, data)
+
+
+def _yaml_error(error: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line with the line and column (1-based)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(error, "context", None)
+    return where + problem + (f" ({context})" if context else "")
 
 
 def merge(base: dict, update: dict) -> dict:

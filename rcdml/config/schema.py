@@ -94,6 +94,10 @@ class TrainConfig:
     seed: int = bounded(0, ge=0)
     # none | auto (continue from output_dir/last.pt when it exists) | path to a checkpoint
     resume: str = "none"
+    # A new run (train.resume=none) into an output_dir that holds another run's checkpoints or
+    # metrics is refused; true moves that run aside to <output_dir>.replaced-<time> (never
+    # deletes it) and starts fresh.
+    overwrite: bool = False
     backend: Literal["ddp", "deepspeed"] = "ddp"
     # DeepSpeed only: none (plain data parallelism, ZeRO stage 0) or a YAML/JSON DeepSpeed config
     # (e.g. configs/deepspeed/zero2.yaml, relative to the working directory) that adds ZeRO settings;

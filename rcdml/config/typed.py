@@ -6,6 +6,7 @@ that names the key and what is allowed, instead of a traceback from deep inside 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -72,6 +73,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: {value!r} is not a finite number")
             return float(value)
     elif tp is str:
         if isinstance(value, str):

@@ -17,6 +17,8 @@ from typing import Sequence
 
 from PIL import Image
 
+from rcdml.config import ConfigError
+
 CHECK_LEVELS = ("exists", "header", "decode")
 # PIL format names of the files both loaders decode (PIL and DALI's decoders.image).
 DECODABLE_FORMATS = ("BMP", "JPEG", "JPEG2000", "PNG", "PPM", "TIFF", "WEBP")
@@ -67,14 +69,15 @@ def find_unreadable(paths: Sequence[str], level: str, threads: int | None = None
         return {p: why for p, why in zip(paths, problems) if why is not None}
 
 
-class UnreadableImagesError(RuntimeError):
-    """Some images of the dataset cannot be read; the message lists them."""
+class UnreadableImagesError(ConfigError):
+    """Some images of the dataset cannot be read; the message lists them, on one line (every rank
+    raises it; the CLI prints it once, on rank 0)."""
 
     def __init__(self, problems: dict[str, str], total: int, level: str, shown: int = 20) -> None:
         self.problems = dict(problems)
-        super().__init__(describe_problems(problems, total, level, shown)
-                         + "\nFix or remove these files, or set data.bad_images=skip to leave "
-                           "them out of the run.")
+        listing = [line.strip() for line in describe_problems(problems, total, level, shown).splitlines()]
+        super().__init__(f"{listing[0]} {'; '.join(listing[1:])}. Fix or remove these "
+                         "files, or set data.bad_images=skip to leave them out of the run.")
 
 
 def describe_problems(problems: dict[str, str], total: int, level: str, shown: int = 20) -> str:

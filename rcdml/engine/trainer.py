@@ -5,35 +5,46 @@ one are done. Checkpoints store that position with everything that determines wh
 (parameters, optimizer, scheduler, every rank's RNG state, the epoch's running loss sums), and
 the samplers derive each global batch from (seed, epoch, step), so a resumed run continues
 exactly where the checkpoint was taken.
+
+Preemption: SIGTERM, SIGUSR1 and SIGINT only set a flag. Every step the ranks agree on it with
+one all-reduce, so all of them stop after the same step, write ``last.pt`` at that position and
+raise :class:`Preempted` (``rcdml-train`` exits with ``EXIT_PREEMPTED``).
 """
 from __future__ import annotations
 
 import os
-import pickle
+import signal
+import threading
 import time
-import zipfile
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed
 
-from rcdml.config import Config, ConfigError, dump_config
+from rcdml.config import Config
+from rcdml.config.identity import describe, split_differences
 from rcdml.config.typed import to_dict
 from rcdml.data import DataPipeline, build_pipeline
 from rcdml.distributed import DistInfo, all_gather_object, barrier, is_distributed, is_main
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.backends import Backend, build_backend
-from rcdml.engine.checkpoint import atomic_write_text, rotate
+from rcdml.engine.checkpoint import LAST, CheckpointManager, CheckpointMismatch, RunDirError
 from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
 from rcdml.eval.retrieval import evaluate_retrieval
 from rcdml.losses import GlobalBatchLoss, NonFiniteEmbeddings, build_loss
 from rcdml.models import EmbeddingNet, backbone_spec, build_model
+from rcdml.log import get_logger
 from rcdml.monitor import (EmbeddingProbe, RunMonitor, intra_class_similarities,
                            proxy_similarities)
 
-_UNREADABLE = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError)
+log = get_logger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+# Keys whose change on resume says nothing about the run (how it was started, not what it does).
+_STARTUP_KEYS = ("train.resume", "train.overwrite")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -44,12 +55,12 @@ class NonFiniteLoss(RuntimeError):
 class Components:
     """What a :class:`Trainer` trains and with what. :func:`build_components` makes them from a
     config; a test may build its own (without ``pipeline``, the trainer only takes the steps it is
-    given batches for)."""
+    given batches for). The schedule is not a component: the trainer derives it from
+    ``cfg.optim`` and the resume point."""
     model: EmbeddingNet
     loss: GlobalBatchLoss
     learner: MetricLearner
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
     backend: Backend
     pipeline: DataPipeline | None = None
 
@@ -60,9 +71,21 @@ def build_components(cfg: Config, dist: DistInfo) -> Components:
     loss = build_loss(cfg.loss, pipeline.num_train_classes, cfg.model.embedding_size).to(dist.device)
     learner = MetricLearner(model, loss, amp_dtype(cfg.train.amp))
     optimizer = build_optimizer(param_groups(model, loss, cfg.optim), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs)
     backend = build_backend(cfg, learner, optimizer, dist.device)
-    return Components(model, loss, learner, optimizer, scheduler, backend, pipeline)
+    return Components(model, loss, learner, optimizer, backend, pipeline)
+
+
+class Preempted(Exception):
+    """A stop signal arrived; every rank stopped after the same step and ``last.pt`` holds it."""
+
+    def __init__(self, signum: int, epoch: int, step: int, path: str) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} at epoch {epoch + 1} step {step}; "
+                         f"{path} holds that position; continue with train.resume=auto")
+
+
+def _elastic_restart() -> bool:
+    """A worker restarted by torchrun's --max-restarts resumes by itself."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
 
 
 class Trainer:
@@ -70,16 +93,30 @@ class Trainer:
         self.cfg = cfg
         self.dist = dist
         self.device = dist.device
+        self._stop_signal = 0
+        # First, before any data or model work: own the run directory.
+        self.run = CheckpointManager(cfg.output_dir)
+        for line in self.run.open_new_run(cfg.train.resume, cfg.train.overwrite, _elastic_restart()):
+            log.info(line)
+        try:
+            self._build(components)
+        except BaseException:
+            self.run.release()
+            raise
+
+    def _build(self, components: Components | None) -> None:
+        cfg, dist = self.cfg, self.dist
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         parts = components if components is not None else build_components(cfg, dist)
         self.model, self.loss, self.learner = parts.model, parts.loss, parts.learner
-        self.optimizer, self.scheduler, self.backend = parts.optimizer, parts.scheduler, parts.backend
-        self.pipeline = parts.pipeline
+        self.optimizer, self.backend, self.pipeline = parts.optimizer, parts.backend, parts.pipeline
+        self.run.artifacts = self.backend.artifacts
         self.start_epoch = self.start_step = 0
         self.resumed_totals: dict[str, float] = {}
         self.best: dict[str, Any] = {"metric": -1.0, "epoch": -1}
         self.last_good: str | None = None
-        self._resume()
+        changes = self._resume()
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.start_epoch)
         steps = self.pipeline.steps_per_epoch if self.pipeline is not None else 0
         self.monitor = RunMonitor(cfg.output_dir, is_main(), cfg.train.progress,
                                   resume_epoch=self.start_epoch,
@@ -89,71 +126,74 @@ class Trainer:
             self.probe = EmbeddingProbe(self.pipeline.data.query, self.pipeline.eval_transform,
                                         cfg.monitor.sample_size, cfg.train.seed)
         if is_main():
-            atomic_write_text(os.path.join(cfg.output_dir, "config.yaml"), dump_config(cfg))
+            self.run.record_config(cfg, self.start_epoch, self.start_step, changes)
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    def _path(self, name: str) -> str:
-        return os.path.join(self.cfg.output_dir, name)
-
-    def _resume_candidates(self) -> list[str]:
-        resume = self.cfg.train.resume
-        # A worker restarted by torchrun's --max-restarts resumes by itself.
-        if resume == "auto" or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0:
-            return [self._path("last.pt"), self._path("prev.pt")]
-        return [] if resume == "none" else [resume]
-
-    def _resume(self) -> None:
-        """Continue from the first readable candidate. A file that cannot be read (e.g. cut
-        short) falls back to the next; a readable one from another model is an error, and so is
-        finding checkpoints of which none can be read: starting over would overwrite them."""
-        unreadable = []
-        for path in self._resume_candidates():
-            if not os.path.exists(path):
-                continue
-            try:
-                saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["config"]
-            except _UNREADABLE as e:
-                unreadable.append(f"{path} ({type(e).__name__}: {e})")
-                if is_main():
-                    print(f"warning: cannot read checkpoint {unreadable[-1]}; trying the previous one",
-                          flush=True)
-                continue
-            for key in ("backbone", "embedding_size"):
-                if saved["model"][key] != getattr(self.cfg.model, key):
-                    raise ConfigError(f"train.resume: {path} was trained with model.{key}="
-                                     f"{saved['model'][key]}, this run has "
-                                     f"{getattr(self.cfg.model, key)}")
-            self._restore(path, self.backend.load(path))
-            return
-        if unreadable:
-            raise RuntimeError("train.resume: no readable checkpoint: " + "; ".join(unreadable))
+    def _resume(self) -> list[tuple[str, Any, Any]]:
+        """Continue from the first readable candidate (an unreadable one falls back to the next).
+        The keys a checkpoint fixes must match; the others take effect from here on, and are
+        returned as (key, old, new)."""
+        found = self.run.first_readable(self.run.candidates(self.cfg.train.resume, _elastic_restart()),
+                                        warn=log.info)
+        if found is None:
+            return []
+        path, saved = found
+        fixed, changed = split_differences(saved.get("config", {}), to_dict(self.cfg))
+        if fixed:
+            raise CheckpointMismatch(f"train.resume: {path} was trained with other values of keys "
+                                     f"a checkpoint fixes: {describe(fixed)}; resume with the old "
+                                     "values, or start a new run in another output_dir")
+        del saved
+        try:
+            ckpt = self.backend.load(path)
+        except ValueError as e:  # the backend's own files do not fit (e.g. another backend)
+            raise RunDirError(str(e)) from None
+        self._restore(path, ckpt)
+        changed = [c for c in changed if c[0] not in _STARTUP_KEYS]
+        for key, old, new in changed:
+            log.info(f"resume: {key} {old} -> {new} from epoch {self.start_epoch + 1}")
+        return changed
 
     def _restore(self, path: str, ckpt: dict[str, Any]) -> None:
-        self.scheduler.load_state_dict(ckpt["scheduler"])
         self.start_epoch, self.start_step = ckpt["epoch"], ckpt["step"]
         self.resumed_totals = ckpt["epoch_totals"]
         self.best = ckpt["best"]
         if len(ckpt["rng"]) == self.dist.world_size:
             set_rng_state(ckpt["rng"][self.dist.rank])
         self.last_good = path
-        if is_main():
-            where = f"epoch {self.start_epoch}" + (f" + {self.start_step} steps" if self.start_step else "")
-            print(f"resumed from {path} after {where}", flush=True)
+        where = f"epoch {self.start_epoch}" + (f" + {self.start_step} steps" if self.start_step else "")
+        log.info(f"resumed from {path} after {where}")
 
     def _checkpoint(self, epoch: int, step: int, totals: dict[str, float], improved: bool) -> None:
         """Save position (epoch, step); the previous last.pt becomes prev.pt first."""
         state = {"scheduler": self.scheduler.state_dict(), "epoch": epoch, "step": step,
                  "epoch_totals": totals, "best": self.best, "rng": all_gather_object(rng_state()),
                  "config": to_dict(self.cfg)}
-        last = self._path("last.pt")
+        last = self.run.path(LAST)
         if is_main():
-            rotate(self.backend.artifacts(last), self.backend.artifacts(self._path("prev.pt")))
+            self.run.rotate_last()
         barrier()
         self.backend.save(last, state)
         self.last_good = last
-        if improved:
-            self.backend.save(self._path("best.pt"), state)
+        if improved and is_main():
+            self.run.mark_best()
+
+    # -- preemption --------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if self._stop_signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C does not wait for the step to end
+        self._stop_signal = signum
+
+    def _agreed_stop(self) -> int:
+        """The stop signal any rank received (0: none); a collective, called by every rank at
+        the same step so they all stop together."""
+        if not is_distributed():
+            return self._stop_signal
+        flag = torch.tensor([self._stop_signal], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag)
 
     # -- training ----------------------------------------------------------------------------
 
@@ -220,10 +260,14 @@ class Trainer:
                 value = float(loss)
                 bar.set_postfix_str(f"loss {value:.4f}")
                 self.monitor.scalars({"step/loss": value}, global_step)
-            if (cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0
-                    and step + 1 < steps):
+            stop = self._agreed_stop()
+            periodic = cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0
+            # A stop after the epoch's last step waits for the epoch's end (and its checkpoint).
+            if (stop or periodic) and step + 1 < steps:
                 totals, sums, counted = _merge(totals, sums, counted), {}, 0
                 self._checkpoint(epoch, step + 1, totals, improved=False)
+                if stop:
+                    raise Preempted(stop, epoch, step + 1, self.last_good)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
@@ -257,6 +301,9 @@ class Trainer:
             self.monitor.projector(embeddings, self.probe.labels, self.probe.thumbnails(), step)
 
     def fit(self) -> dict[str, float]:
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
             return self._fit()
         except RuntimeError as e:
@@ -264,7 +311,13 @@ class Trainer:
                 raise collective_timeout(e, self.cfg.dist.timeout_s) from e
             raise
         finally:
+            for signum, handler in handlers.items():
+                # After a stop the process is on its way out; a launcher's follow-up SIGTERM (torchrun
+                # sends one to the ranks still running when the first one exits) must not cut
+                # the exit short and turn the documented exit code into a kill.
+                signal.signal(signum, signal.SIG_IGN if self._stop_signal else handler)
             self.monitor.close()
+            self.run.release()
 
     def _fit(self) -> dict[str, float]:
         cfg = self.cfg

@@ -8,8 +8,11 @@ from torch import nn
 
 from rcdml.config import ModelConfig
 from rcdml.functional import l2_normalize
+from rcdml.log import get_logger
 from rcdml.models.registry import backbone_spec
-from rcdml.models.weights import load_backbone_weights
+from rcdml.models.weights import load_pretrained
+
+log = get_logger(__name__)
 
 
 class EmbeddingNet(nn.Module):
@@ -73,7 +76,9 @@ def build_model(cfg: ModelConfig) -> EmbeddingNet:
     """The embedding network of ``cfg``; ``pretrained`` is none, imagenet or a path."""
     spec = backbone_spec(cfg.backbone)
     backbone = spec.build(cfg.pretrained == "imagenet")
+    model = EmbeddingNet(backbone, spec.channels, cfg.embedding_size, pooling=cfg.pooling,
+                         normalize=cfg.normalize, freeze_bn=cfg.freeze_bn)
     if cfg.pretrained not in ("none", "imagenet"):
-        load_backbone_weights(backbone, os.path.expanduser(cfg.pretrained))
-    return EmbeddingNet(backbone, spec.channels, cfg.embedding_size, pooling=cfg.pooling,
-                        normalize=cfg.normalize, freeze_bn=cfg.freeze_bn)
+        message = load_pretrained(model, os.path.expanduser(cfg.pretrained))
+        log.info(message)
+    return model

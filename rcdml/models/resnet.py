@@ -7,9 +7,12 @@ from torchvision import models as tvm
 from rcdml.models.registry import register_backbone
 
 
+# torchvision's module names, in the order of the trunk's (numbered) Sequential children.
+TORCHVISION_NAMES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
 def _trunk(net: tvm.ResNet) -> nn.Module:
-    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
-                         net.layer1, net.layer2, net.layer3, net.layer4)
+    return nn.Sequential(*(getattr(net, name) for name in TORCHVISION_NAMES))
 
 
 @register_backbone("resnet18", channels=512)

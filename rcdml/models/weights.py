@@ -1,4 +1,7 @@
-"""Loading pretrained backbone weights from state_dict files (ours, torchvision's, or ports)."""
+"""Loading pretrained weights from files: torchvision's state_dicts (ResNet-18/50/101,
+GoogLeNet), the Cadene BN-Inception port, a plain backbone state_dict, or an rcdml checkpoint
+(``last.pt``/``best.pt``: its backbone, and its embedding head when the sizes match), which is how
+a trained model is fine-tuned on a new dataset."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -6,13 +9,20 @@ from typing import Mapping
 import torch
 from torch import nn
 
-_CLASSIFIER_PREFIXES = ("fc.", "last_linear.", "classifier.")
+from rcdml.config import ConfigError
+from rcdml.io import load_file
+from rcdml.models.resnet import TORCHVISION_NAMES
+
+# Classifiers, and GoogLeNet's auxiliary classifiers, which the trunk does not have.
+_CLASSIFIER_PREFIXES = ("fc.", "last_linear.", "classifier.", "aux1.", "aux2.")
 
 
 def adapt_state_dict(checkpoint: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """``checkpoint`` made ready for ``model``'s strict ``load_state_dict``:
 
-    * drops classifier weights (``fc.``, ``last_linear.``, ``classifier.``);
+    * drops classifier weights (``fc.``, ``last_linear.``, ``classifier.``, ``aux1/2.``);
+    * renames torchvision ResNet keys (``conv1.*``, ``layer1.*``) to the trunk's numbered
+      children (``0.*``, ``4.*``) when ``model`` is such a trunk;
     * reshapes tensors whose element count matches but whose shape does not (ports store
       BatchNorm vectors as (1, C));
     * adds ``num_batches_tracked`` (0) where the file predates that buffer.
@@ -20,10 +30,14 @@ def adapt_state_dict(checkpoint: Mapping[str, torch.Tensor], model: nn.Module) -
     Any other disagreement is left for the strict load to report.
     """
     own = model.state_dict()
+    numbered = {name: str(i) for i, name in enumerate(TORCHVISION_NAMES)}
     out: dict[str, torch.Tensor] = {}
     for key, value in checkpoint.items():
         if key.startswith(_CLASSIFIER_PREFIXES):
             continue
+        head, _, rest = key.partition(".")
+        if key not in own and head in numbered and f"{numbered[head]}.{rest}" in own:
+            key = f"{numbered[head]}.{rest}"
         target = own.get(key)
         if target is not None and value.shape != target.shape and value.numel() == target.numel():
             value = value.reshape(target.shape)
@@ -34,21 +48,48 @@ def adapt_state_dict(checkpoint: Mapping[str, torch.Tensor], model: nn.Module) -
     return out
 
 
-def load_backbone_weights(backbone: nn.Module, path: str) -> None:
-    """Load the backbone state_dict stored at ``path`` (``weights_only``), strictly.
-
-    Missing or unexpected keys are an error that names them: a silently half-loaded backbone
-    would train from a random start without anyone noticing.
-    """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    state = adapt_state_dict(state, backbone)
-    own = backbone.state_dict()
+def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str, part: str) -> None:
+    """Missing or unexpected keys are an error that names them: a silently half-loaded backbone
+    would train from a random start without anyone noticing."""
+    state = adapt_state_dict(state, module)
+    own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"model.pretrained={path}: does not fit the backbone; missing keys "
-                         f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected keys "
-                         f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
-    backbone.load_state_dict(state)
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        def some(keys):
+            return f"{keys[:5]}{' ...' if len(keys) > 5 else ''}"
+        raise ConfigError(f"model.pretrained: {path} does not fit the {part}; missing keys "
+                          f"{some(missing)}, unexpected keys {some(unexpected)}, other shapes "
+                          f"{some(shapes)}")
+    module.load_state_dict(state)
+
+
+def _state_dict(obj, path: str) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConfigError(f"model.pretrained: {path} is not a state_dict (a mapping of names to "
+                          "tensors) nor an rcdml checkpoint")
+    return obj
+
+
+def load_pretrained(model: nn.Module, path: str) -> str:
+    """Load ``path`` into ``model`` (an EmbeddingNet: ``backbone`` and ``head``); returns one line
+    saying what was loaded."""
+    obj = load_file(path, key="model.pretrained")
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # an rcdml checkpoint: the EmbeddingNet's state_dict
+    state = _state_dict(obj, path)
+    if not any(k.startswith("backbone.") for k in state):
+        _load_strict(model.backbone, state, path, "backbone")
+        return f"model.pretrained: loaded the backbone from {path}"
+    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    _load_strict(model.backbone, backbone, path, "backbone")
+    head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    own = model.head.state_dict()
+    if head.keys() == own.keys() and all(head[k].shape == own[k].shape for k in own):
+        model.head.load_state_dict(head)
+        return f"model.pretrained: loaded the backbone and the embedding head from {path}"
+    return (f"model.pretrained: loaded the backbone from {path}; its embedding head has another "
+            "size, so the head starts from a fresh initialisation")

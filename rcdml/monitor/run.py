@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from rcdml.engine.checkpoint import atomic_write_text
+from rcdml.io import atomic_write_text
 from rcdml.log import get_logger
 
 log = get_logger(__name__)
@@ -39,12 +39,29 @@ class RunMonitor:
                                     purge_step=resume_step if resume_step else None)
 
     def _truncate_metrics(self, resume_epoch: int) -> None:
-        """Keep only the epochs the resumed checkpoint already contains."""
+        """Keep exactly the rows of the epochs the resumed checkpoint contains. A line cut short
+        by a crash, or rows of epochs after the checkpoint (written before it was lost), are
+        dropped with a warning instead of stopping every later resume."""
         if not os.path.exists(self.metrics_path):
             return
+        kept, partial, newer = [], 0, 0
         with open(self.metrics_path) as f:
-            rows = [line for line in f if line.strip() and json.loads(line)["epoch"] <= resume_epoch]
-        atomic_write_text(self.metrics_path, "".join(rows))
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    epoch = json.loads(line)["epoch"]
+                except (ValueError, KeyError, TypeError):
+                    partial += 1
+                    continue
+                if epoch <= resume_epoch:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+                else:
+                    newer += 1
+        if partial or newer:
+            log.warning(f"warning: {self.metrics_path}: dropped {partial} unreadable line(s) and "
+                        f"{newer} row(s) after epoch {resume_epoch}, the resumed checkpoint's position")
+        atomic_write_text(self.metrics_path, "".join(kept))
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is None:

@@ -64,9 +64,9 @@ def build(run: str, seed: int, workdir: str, info: DistInfo) -> Trainer:
     model = EmbeddingNet(backbone, 8, EMBED, pooling="avg+max", freeze_bn=True)
     loss = build_loss(LossConfig(), CLASSES, EMBED)
     learner = MetricLearner(model, loss).train()
-    optim_cfg = OptimConfig(lr=1e-2, weight_decay=0.1, loss_lr_mult=10.0)
-    optimizer = build_optimizer(param_groups(model, loss, optim_cfg), optim_cfg)
     cfg = Config()
+    cfg.optim = OptimConfig(lr=1e-2, weight_decay=0.1, loss_lr_mult=10.0, step_size=1, gamma=0.5)
+    optimizer = build_optimizer(param_groups(model, loss, cfg.optim), cfg.optim)
     cfg.train.backend = backend_name
     cfg.train.batch_size = BATCH
     cfg.train.grad_clip_value = CLIP
@@ -78,8 +78,7 @@ def build(run: str, seed: int, workdir: str, info: DistInfo) -> Trainer:
     if backend_name == "deepspeed":
         cfg.train.deepspeed_config = ds_config_file(int(stage), workdir)
     backend = build_backend(cfg, learner, optimizer, torch.device("cpu"))
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-    return Trainer(cfg, info, Components(model, loss, learner, optimizer, scheduler, backend))
+    return Trainer(cfg, info, Components(model, loss, learner, optimizer, backend))
 
 
 def train_step(trainer: Trainer, epoch: int, step: int) -> torch.Tensor:

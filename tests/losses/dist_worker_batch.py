@@ -17,7 +17,7 @@ from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
 from torch import nn
 
 from rcdml.config.schema import LossConfig, OptimConfig
-from rcdml.distributed import init_distributed, shutdown
+from rcdml.distributed import barrier, init_distributed, shutdown
 from rcdml.engine.backends import DDPBackend
 from rcdml.engine.learner import MetricLearner
 from rcdml.engine.optim import build_optimizer, param_groups
@@ -109,6 +109,10 @@ def main(out_dir: str) -> None:
         record = train(variant, info.world_size, info.rank)
         os.makedirs(os.path.join(out_dir, variant), exist_ok=True)
         torch.save(record, os.path.join(out_dir, variant, f"rank{info.rank}.pt"))
+    # Without it a rank that finished first could tear its gloo connections down while a peer
+    # still receives its last messages; the peer's gloo thread then throws and the process
+    # aborts ("terminate called without an active exception").
+    barrier()
     shutdown()
 
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 from rcdml.config import ConfigError
 from rcdml.config.schema import DataConfig
-from rcdml.data.datasets.base import DATASETS, LayoutError, RetrievalData, dataset_spec, read_catalog
+from rcdml.data.datasets.base import DATASETS, LayoutError, RetrievalData, read_catalog
 from rcdml.data.datasets.splits import drop_images, parse_classes, split_catalog
 from rcdml.data.image_check import UnreadableImagesError, describe_problems, find_unreadable
 from rcdml.distributed import all_gather_object, get_rank, get_world_size, rank_share
@@ -55,24 +56,35 @@ def read_dataset(cfg: DataConfig, train: bool = True) -> RetrievalData:
 def check_dataset_config(cfg: DataConfig, batch_size: int | None) -> None:
     """Config-time checks of ``cfg`` that need the dataset's lists but not its images: the
     dataset's name and root, the layout under ``data.root``, the class split, and (for training,
-    with the global ``batch_size``) enough classes for a balanced batch. Raises ConfigError
-    naming the key. Embedded datasets only get the split syntax checked (their files are written
-    when the run starts)."""
+    with the global ``batch_size``) a balanced batch that can be filled as configured. Raises
+    ConfigError naming the key. An embedded dataset is written to ``data.root`` here (once), so
+    its batches are checked like any other's."""
     DATASETS.check("data.name", cfg.name)
     if not DATASETS[cfg.name].embedded and not os.path.isdir(cfg.root):
         raise ConfigError(f"data.root: {cfg.root} does not exist (dataset {cfg.name})")
     parse_classes(cfg.train_classes, "data.train_classes")
     parse_classes(cfg.eval_classes, "data.eval_classes")
-    if dataset_spec(cfg.name).embedded:
-        return
     try:
         catalog = read_catalog(cfg.name, cfg.root)
     except LayoutError as e:
         raise ConfigError(str(e).replace("\n", " ")) from None
     data = split_catalog(catalog, cfg.train_classes, cfg.eval_classes)
-    classes = data.train.num_classes
-    if batch_size is not None and cfg.sampler == "balanced" and \
-            batch_size // cfg.samples_per_class > classes:
+    if batch_size is not None and cfg.sampler == "balanced":
+        check_balanced_batch(data.train.labels, batch_size, cfg.samples_per_class)
+
+
+def check_balanced_batch(labels, batch_size: int, samples_per_class: int) -> None:
+    """A batch of P = batch_size / K classes x K images needs P classes, and K no larger than
+    every class's image count (the sampler takes all images of a smaller class; when every
+    class is smaller, no batch is ever the size asked)."""
+    counts = Counter(labels)
+    wanted = batch_size // samples_per_class
+    if wanted > len(counts):
         raise ConfigError(f"train.batch_size: {batch_size} images of data.samples_per_class="
-                          f"{cfg.samples_per_class} need {batch_size // cfg.samples_per_class} "
-                          f"training classes per batch; the training split has {classes}")
+                          f"{samples_per_class} need {wanted} training classes per batch; the "
+                          f"training split has {len(counts)}")
+    largest = max(counts.values())
+    if samples_per_class > largest:
+        raise ConfigError(f"data.samples_per_class: {samples_per_class} images per class, but no "
+                          f"training class has more than {largest}, so a batch of {batch_size} "
+                          f"would hold at most {wanted * largest}; allowed: 1 to {largest}")

@@ -39,7 +39,7 @@ class Backend(ABC):
     def save(self, path: str, state: dict[str, Any]) -> None:
         """Write a checkpoint at ``path`` holding the trainable state plus the trainer's
         ``state``; called on every rank, written atomically. ``path`` must afterwards be
-        readable by :func:`rcdml.engine.checkpoint.load_checkpoint` with at least the keys
+        readable by :func:`rcdml.io.load_checkpoint` with at least the keys
         ``model`` and ``loss`` (network and proxies), so evaluation never needs the backend."""
 
     @abstractmethod

@@ -9,7 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rcdml.distributed import barrier, is_distributed, is_main
 from rcdml.engine.backends.base import Backend
-from rcdml.engine.checkpoint import load_checkpoint, save_checkpoint
+from rcdml.io import load_checkpoint, save_checkpoint
 
 
 class DDPBackend(Backend):

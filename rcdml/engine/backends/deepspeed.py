@@ -12,7 +12,7 @@ from torch import nn
 
 from rcdml.distributed import barrier, broadcast_object, get_world_size, is_distributed, is_main
 from rcdml.engine.backends.base import Backend
-from rcdml.engine.checkpoint import load_checkpoint, save_checkpoint
+from rcdml.io import load_checkpoint, save_checkpoint
 
 
 class DeepSpeedBackend(Backend):
