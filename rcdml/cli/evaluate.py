@@ -17,7 +17,8 @@ from rcdml.cli.common import config_error, parse_config
 from rcdml.config import ConfigError
 
 PROG = "rcdml-eval"
-HELP = {"-h", "--help"}
+# Options that print and exit before any checkpoint is needed.
+HELP = {"-h", "--help", "--version", "--print-config"}
 
 
 def split_checkpoint_arg(argv: Sequence[str]) -> tuple[str | None, list[str]]:

@@ -75,17 +75,21 @@ class DatasetSpec:
     embedded: bool = False
     # Where the official archives come from and how ``data.root`` must look once extracted.
     download: str = ""
+    # Metrics of a baseline recorded with the dataset (e.g. raw-pixel cosine R@K of its default
+    # evaluation split), read from ``data.root``; None when the dataset records none.
+    baseline: Callable[[str], dict[str, float]] | None = None
 
 
 _DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(name: str, embedded: bool = False, download: str = ""):
+def register_dataset(name: str, embedded: bool = False, download: str = "",
+                     baseline: Callable[[str], dict[str, float]] | None = None):
     """Register ``read(root) -> Catalog`` under ``name``."""
     def add(read: Callable[[str], Catalog]) -> Callable[[str], Catalog]:
         if name in _DATASETS:
             raise KeyError(f"dataset {name!r} is registered twice")
-        _DATASETS[name] = DatasetSpec(read, embedded, download)
+        _DATASETS[name] = DatasetSpec(read, embedded, download, baseline)
         return read
     return add
 
