@@ -167,8 +167,12 @@ def materialize(root: str, name: str, build: Callable[[np.ndarray, np.ndarray], 
 
 
 def raw_pixel_baseline(root: str) -> dict[str, float]:
-    """The raw-pixel metrics recorded when ``root`` was written (default split only)."""
-    with open(os.path.join(root, BASELINE_FILE)) as f:
+    """The raw-pixel metrics recorded when ``root`` was written (default split only); none for
+    a plain-digits tree written before baselines were recorded."""
+    path = os.path.join(root, BASELINE_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
         return json.load(f)["metrics"]
 
 
