@@ -64,7 +64,7 @@ train() {
     local name=$1
     shift
     step "$name" "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" \
-        launch/train.py configs/digits.yaml output_dir="$OUT/$name" data.name=folder \
+        launch/train.py configs/digits8x8.yaml output_dir="$OUT/$name" data.name=folder \
         data.root="$DATA" model.backbone=$BACKBONE model.embedding_size=512 model.freeze_bn=true \
         data.image_size=$SIZE data.resize_size=$RESIZE data.crop_scale=[0.16,1.0] data.flip=true \
         data.samples_per_class=4 data.num_workers=4 train.batch_size=$BATCH train.epochs=$EPOCHS \

@@ -1,4 +1,4 @@
-"""Helpers for tests that launch real training runs on the embedded digits dataset."""
+"""Helpers for tests that launch real training runs on the embedded plain 8x8 digits."""
 from __future__ import annotations
 
 import json
@@ -13,15 +13,16 @@ import torch
 from conftest import ROOT
 
 TRAIN = os.path.join(ROOT, "launch", "train.py")
-DIGITS = os.path.join(ROOT, "configs", "digits.yaml")
+DIGITS = os.path.join(ROOT, "configs", "digits8x8.yaml")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
 
 
 def fast(tmp_path, name: str, *extra: str) -> list[str]:
-    """Arguments of a short digits run: 16 px crops, the dataset shared by the test's runs."""
+    """Arguments of a short digits run: 16 px crops, the dataset shared by the test's runs, no
+    epoch-0 evaluation (tests/engine/test_trainer.py tests it on its own)."""
     return [DIGITS, f"output_dir={tmp_path / name}", f"data.root={tmp_path / 'digits'}",
             "data.image_size=16", "data.resize_size=16", "train.progress=false",
-            "monitor.sample_size=0", *extra]
+            "monitor.sample_size=0", "eval.at_start=false", *extra]
 
 
 def train(*args: str, timeout: float = 600, expect: int = 0) -> subprocess.CompletedProcess:

@@ -3,28 +3,69 @@ line with exit code 2 (printed by rank 0 only)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import typing
 from typing import Sequence
 
-from rcdml.config import Config, ConfigError, load_config
+import rcdml
+from rcdml.config import Config, ConfigError, dump_config, load_config
 
 EXIT_CONFIG_ERROR = 2
 
 
+def is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def sections_help(prog: str) -> str:
+    """The config's top-level keys with what each holds (from the schema), and how to see every
+    key."""
+    lines = ["config sections (set any key in the YAML or as section.key=value):"]
+    types = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        section = types[f.name]
+        what = section.__doc__ if dataclasses.is_dataclass(section) else "the run directory"
+        lines.append(f"  {f.name:<11} {what}")
+    lines += ["", f"every key with its resolved value: {prog} CONFIG --print-config [key=value ...]",
+              "what each key means: the README's configuration reference"]
+    return "\n".join(lines)
+
+
 def parse_config(prog: str, description: str, argv: Sequence[str] | None) -> Config:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("config", help="YAML recipe, e.g. configs/digits.yaml")
+    """The run's config. ``--help``, ``--version`` and ``--print-config`` print and exit 0; a
+    missing CONFIG prints one usage line and exits 2."""
+    usage = f"{prog} [-h] [--version] [--print-config] CONFIG [key=value ...]"
+    parser = argparse.ArgumentParser(prog=prog, description=description, usage=usage,
+                                     epilog=sections_help(prog),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", metavar="CONFIG",
+                        help="YAML recipe, e.g. configs/digits.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. train.epochs=5 loss.src_weight=0.02")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (recipe + overrides) and exit")
+    parser.add_argument("--version", action="version", version=f"{prog} {rcdml.__version__}")
     # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    return load_config(args.config, args.overrides)
+    # Intermixed: options may come after the overrides, or between CONFIG and them.
+    args = parser.parse_intermixed_args(argv)
+    if args.config is None:
+        if is_rank0():
+            print(f"usage: {usage}  (CONFIG is required, e.g. configs/digits.yaml; see {prog} "
+                  "--help)", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_CONFIG_ERROR)
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        if is_rank0():
+            print(dump_config(cfg), end="", flush=True)
+        raise SystemExit(0)
+    return cfg
 
 
 def config_error(prog: str, error: ConfigError) -> int:
-    if os.environ.get("RANK", "0") == "0":
+    if is_rank0():
         print(f"{prog}: config error: {error}", file=sys.stderr, flush=True)
     return EXIT_CONFIG_ERROR
 

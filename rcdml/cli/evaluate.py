@@ -20,7 +20,8 @@ from rcdml.log import configure_logging, get_logger
 log = get_logger(__name__)
 
 PROG = "rcdml-eval"
-HELP = {"-h", "--help"}
+# Options that print and exit before any checkpoint is needed.
+HELP = {"-h", "--help", "--version", "--print-config"}
 
 
 def split_checkpoint_arg(argv: Sequence[str]) -> tuple[str | None, list[str]]:

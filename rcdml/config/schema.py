@@ -14,6 +14,8 @@ from rcdml.config.typed import bounded
 
 @dataclass
 class ModelConfig:
+    """The network: backbone, embedding head, pooling, normalisation, BatchNorm."""
+
     backbone: str = "bn_inception"
     embedding_size: int = bounded(512, ge=1)
     # none | imagenet | path to a state_dict file (.pth) for the backbone
@@ -25,6 +27,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """The dataset, its class split, image sizes, augmentation, sampler and loader."""
+
     name: str = "digits"
     root: str = "data/digits"
     image_size: int = bounded(224, ge=8)
@@ -49,6 +53,8 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
+    """The loss (RCDML or a pytorch-metric-learning baseline) and its hyper-parameters."""
+
     name: str = "rcdml"
     margin: float = bounded(0.1, ge=0.0)
     alpha: float = bounded(32.0, gt=0.0)
@@ -70,6 +76,8 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    """Optimizer, learning rates and their multipliers, schedule."""
+
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = bounded(1e-4, gt=0.0)
     weight_decay: float = bounded(1e-4, ge=0.0)
@@ -84,6 +92,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """Epochs, global batch, warm-up, clipping, precision, seed, resume, backend, checkpoints."""
+
     epochs: int = bounded(60, ge=1)
     # Global batch: summed over all ranks, split evenly between them.
     batch_size: int = bounded(128, ge=1)
@@ -116,7 +126,13 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """Evaluation: how often, Recall@K's K, batch and chunk sizes, MAP@R."""
+
     every: int = bounded(1, ge=1)
+    # Also evaluate the untrained network before the first step (metrics.jsonl row epoch 0,
+    # TensorBoard step 0), so every curve starts there; skipped on resume. false for datasets
+    # whose evaluation is too long to spend once more.
+    at_start: bool = True
     ks: list[int] = bounded([1, 2, 4, 8], ge=1)
     batch_size: int = bounded(256, ge=1)
     # Queries scored at once; peak memory is O(chunk_size x N).
@@ -129,6 +145,8 @@ class EvalConfig:
 
 @dataclass
 class DistConfig:
+    """Distributed: process-group backend and collective timeout."""
+
     # auto: NCCL when CUDA is available, gloo otherwise.
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     timeout_s: float = bounded(1800.0, gt=0.0)
@@ -136,6 +154,8 @@ class DistConfig:
 
 @dataclass
 class MonitorConfig:
+    """TensorBoard extras: similarity histograms and the embedding projector."""
+
     # Evaluation images embedded on rank 0 at each evaluation for TensorBoard histograms of
     # intra-class and proxy-proxy similarities, and for the embedding projector at the best
     # epoch; 0 disables both.

@@ -26,6 +26,7 @@ from rcdml.config import Config
 from rcdml.config.identity import describe, split_differences
 from rcdml.config.typed import to_dict
 from rcdml.data import DataPipeline, build_pipeline
+from rcdml.data.datasets import dataset_spec
 from rcdml.distributed import DistInfo, all_gather_object, barrier, is_distributed, is_main
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.backends import Backend, build_backend
@@ -33,6 +34,7 @@ from rcdml.engine.checkpoint import LAST, CheckpointManager, CheckpointMismatch,
 from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
+from rcdml.monitor.summary import read_rows, run_summary
 from rcdml.eval.retrieval import evaluate_retrieval
 from rcdml.losses import GlobalBatchLoss, NonFiniteEmbeddings, build_loss
 from rcdml.models import EmbeddingNet, backbone_spec, build_model
@@ -324,6 +326,12 @@ class Trainer:
         steps = self.pipeline.steps_per_epoch
         phase = None
         final: dict[str, float] = {}
+        started = time.perf_counter()
+        if cfg.eval.at_start and self.start_epoch == 0 and self.start_step == 0:
+            # The untrained network, so every curve starts where training did (a resumed run
+            # logged it already).
+            self.monitor.log_epoch({"epoch": 0, **self.evaluate()}, step=0)
+            self._diagnostics(-1, improved=False)
         if self.start_epoch >= cfg.train.epochs:
             self.monitor.print(f"nothing to train: the checkpoint already holds {self.start_epoch} "
                                f"epochs (train.epochs={cfg.train.epochs})")
@@ -350,7 +358,19 @@ class Trainer:
         self.monitor.print("final: " + " ".join(f"{k} {v:.4f}" for k, v in final.items())
                            + f" (best R@{cfg.eval.ks[0]} {self.best['metric']:.4f} at epoch "
                            f"{self.best['epoch']})")
+        if is_main():
+            self.monitor.print(run_summary(
+                read_rows(self.monitor.metrics_path), final, self.best, cfg.train.epochs,
+                self._baseline(), time.perf_counter() - started, cfg.output_dir,
+                [p for p in (self._path("last.pt"), self._path("best.pt")) if os.path.exists(p)]))
         return final
+
+    def _baseline(self) -> dict[str, float]:
+        """The dataset's recorded baseline, which describes its default evaluation split only."""
+        read = dataset_spec(self.cfg.data.name).baseline
+        if read is None or self.cfg.data.eval_classes is not None:
+            return {}
+        return read(self.cfg.data.root)
 
 
 def _merge(totals: dict[str, float], sums: dict[str, torch.Tensor], counted: int) -> dict[str, float]:

@@ -31,7 +31,8 @@ class RunMonitor:
         if not enabled:
             return
         os.makedirs(output_dir, exist_ok=True)
-        self._truncate_metrics(resume_epoch)
+        # A fresh start (no checkpoint) keeps no row, not even a stale epoch-0 evaluation.
+        self._truncate_metrics(resume_epoch if resume_epoch or resume_step else -1)
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step drops events a crashed run wrote after its last checkpoint.

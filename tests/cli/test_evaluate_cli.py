@@ -18,10 +18,10 @@ from rcdml.eval import retrieval_metrics
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "launch", "train.py")
 EVALUATE = os.path.join(ROOT, "launch", "evaluate.py")
-DIGITS = os.path.join(ROOT, "configs", "digits.yaml")
-# Small images and few steps keep the run to seconds; the recipe is otherwise digits.yaml.
+DIGITS = os.path.join(ROOT, "configs", "digits8x8.yaml")
+# Small images and few steps keep the run to seconds; the recipe is otherwise digits8x8.yaml.
 FAST = ["train.epochs=1", "train.progress=false", "data.image_size=16", "data.resize_size=16",
-        "train.batch_size=80", "data.samples_per_class=16"]
+        "train.batch_size=80", "data.samples_per_class=16", "eval.at_start=false"]
 
 
 def run(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -61,7 +61,7 @@ def evaluated(trained):
 
 def test_evaluation_matches_the_trainer_and_the_saved_embeddings(trained, evaluated):
     run_dir, _ = trained
-    assert evaluated["epoch"] == 1 and evaluated["dataset"] == "digits"
+    assert evaluated["epoch"] == 1 and evaluated["dataset"] == "digits8x8"
     assert evaluated["gallery"] is None
     # The same model was scored by the trainer at the end of its only epoch.
     assert evaluated["metrics"] == pytest.approx(final_eval_of_training(run_dir), abs=1e-12)

@@ -39,3 +39,50 @@ def test_missing_config_file_exits_2(tmp_path):
     result = run_train(str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert "config file not found" in result.stderr
+
+
+def test_missing_config_argument_gives_one_usage_line_and_exits_2():
+    result = run_train()
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("usage: rcdml-train") and "CONFIG" in lines[0]
+
+
+def test_help_lists_the_config_sections_and_how_to_see_every_key(capsys):
+    from dataclasses import fields
+
+    from rcdml.cli.train import main
+    from rcdml.config import Config
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for section in fields(Config):
+        assert f"\n  {section.name} " in text, section.name
+    assert "rcdml-train CONFIG --print-config" in text
+
+
+def test_version(capsys):
+    import rcdml
+    from rcdml.cli.train import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rcdml-train {rcdml.__version__}"
+
+
+def test_print_config_prints_the_resolved_config_and_starts_nothing(tmp_path, capsys):
+    import yaml
+
+    from rcdml.cli.train import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([DIGITS, "train.epochs=3", "--print-config", f"output_dir={tmp_path / 'run'}"])
+    assert exit_.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["epochs"] == 3 and printed["data"]["name"] == "digits"
+    assert printed["output_dir"] == str(tmp_path / "run") and "at_start" in printed["eval"]
+    assert not (tmp_path / "run").exists()
+    assert main([DIGITS, "train.epochz=3", "--print-config"]) == 2

@@ -1,6 +1,7 @@
 """End-to-end training on the embedded digits: run directory, resume, DDP vs one process."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -30,6 +31,36 @@ def test_run_directory_holds_everything(tmp_path):
     ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     assert (ckpt["epoch"], ckpt["step"]) == (2, 0) and "proxies" in ckpt["loss"]
     assert "optimizer" in ckpt and "scheduler" in ckpt and len(ckpt["rng"]) == 1
+
+
+def test_epoch_0_evaluates_the_untrained_network_once_and_the_summary_says_what_happened(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = train(*fast(tmp_path, "run", "train.epochs=1", "eval.at_start=true"))
+    run = tmp_path / "run"
+    rows = metrics(run)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert {k for k in rows[0] if k != "epoch"} == {k for k in rows[1] if k.startswith("eval/")}
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    for tag in ("eval/R@1", "eval/MAP@R"):
+        assert [e.step for e in events.Scalars(tag)][0] == 0, tag
+        assert events.Scalars(tag)[0].value == pytest.approx(rows[0][tag], abs=1e-6)
+    summary = out.stdout[out.stdout.index("summary of the run"):]
+    r1 = next(line.split() for line in summary.splitlines() if line.strip().startswith("R@1 "))
+    baseline = json.loads((tmp_path / "digits" / "raw_pixels.json").read_text())["metrics"]
+    # before training, after epoch 1, best (epoch 1), raw-pixel cosine
+    assert [float(v) for v in r1[1:]] == pytest.approx(
+        [rows[0]["eval/R@1"], rows[1]["eval/R@1"], rows[1]["eval/R@1"], baseline["R@1"]], abs=1e-4)
+    for text in ("before training", "best (epoch 1)", "raw-pixel cosine", "wall time:",
+                 f"run directory: {run}", f"tensorboard --logdir {run / 'tensorboard'}",
+                 f"checkpoints: {run / 'last.pt'}, {run / 'best.pt'}"):
+        assert text in summary, text
+
+    resumed = train(*fast(tmp_path, "run", "train.epochs=2", "eval.at_start=true",
+                          "train.resume=auto"))
+    assert "epoch 0:" not in resumed.stdout
+    assert [r["epoch"] for r in metrics(run)] == [0, 1, 2]
 
 
 def test_warmup_trains_only_head_and_proxies(tmp_path):

@@ -77,14 +77,18 @@ class DatasetSpec:
     embedded: bool = False
     # Where the official archives come from and how ``data.root`` must look once extracted.
     download: str = ""
+    # Metrics of a baseline recorded with the dataset (e.g. raw-pixel cosine R@K of its default
+    # evaluation split), read from ``data.root``; None when the dataset records none.
+    baseline: Callable[[str], dict[str, float]] | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
-def register_dataset(name: str, embedded: bool = False, download: str = ""):
+def register_dataset(name: str, embedded: bool = False, download: str = "",
+                     baseline: Callable[[str], dict[str, float]] | None = None):
     """Register ``read(root) -> Catalog`` under ``name``."""
-    return DATASETS.register(name, lambda read: DatasetSpec(read, embedded, download))
+    return DATASETS.register(name, lambda read: DatasetSpec(read, embedded, download, baseline))
 
 
 def dataset_names() -> list[str]:

@@ -1,4 +1,4 @@
-"""Generic ``root/<class>/<image>`` reader and the embedded digits built on it."""
+"""Generic ``root/<class>/<image>`` reader and the embedded plain digits built on it."""
 from __future__ import annotations
 
 import os
@@ -26,12 +26,12 @@ def test_one_class_cannot_be_split(tmp_path, folder_dataset):
         read_catalog("folder", str(tmp_path))
 
 
-def test_digits_are_written_once_and_split_0_4_against_5_9(tmp_path):
+def test_digits8x8_are_written_once_and_split_0_4_against_5_9(tmp_path):
     root = str(tmp_path / "digits")
-    data = split_catalog(read_catalog("digits", root))
+    data = split_catalog(read_catalog("digits8x8", root))
     assert data.train.class_names == ["0", "1", "2", "3", "4"]
     assert data.query.class_names == ["5", "6", "7", "8", "9"]
     assert len(data.train) + len(data.query) == 1797
     stamp = os.path.getmtime(os.path.join(root, "0"))
-    read_catalog("digits", root)
+    read_catalog("digits8x8", root)
     assert os.path.getmtime(os.path.join(root, "0")) == stamp

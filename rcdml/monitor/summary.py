@@ -1,0 +1,50 @@
+"""The closing report of a training run: what the network scored before training, after it and at
+its best epoch, next to the baseline its dataset records, and where the run's files are."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def read_rows(metrics_path: str) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl rows (none when it has no file yet)."""
+    if not os.path.exists(metrics_path):
+        return []
+    with open(metrics_path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _row(rows: list[dict[str, Any]], epoch: int) -> dict[str, float]:
+    """The eval metrics logged for ``epoch`` (the last such row: a resumed epoch is logged once
+    more only if the checkpoint preceded its row)."""
+    found = [r for r in rows if r.get("epoch") == epoch and any(k.startswith("eval/") for k in r)]
+    return {k[len("eval/"):]: v for k, v in found[-1].items() if k.startswith("eval/")} if found else {}
+
+
+def run_summary(rows: list[dict[str, Any]], final: dict[str, float], best: dict[str, Any],
+                epochs: int, baseline: dict[str, float], wall_s: float, output_dir: str,
+                checkpoints: list[str]) -> str:
+    """Lines a user reads once the run is over. ``final`` are the last evaluation's metrics
+    (``eval/`` keys), ``best`` the trainer's {"metric", "epoch"}, ``baseline`` the dataset's
+    recorded baseline metrics (may be empty)."""
+    after = {k[len("eval/"):]: v for k, v in final.items() if k.startswith("eval/")}
+    columns = [("before training", _row(rows, 0)), (f"after epoch {epochs}", after)]
+    if best.get("epoch", -1) > 0:
+        columns.append((f"best (epoch {best['epoch']})", _row(rows, best["epoch"])))
+    if baseline:
+        columns.append(("raw-pixel cosine", baseline))
+    columns = [(title, values) for title, values in columns if values]
+    width = max(len(title) for title, _ in columns) + 2
+    lines = ["summary of the run on the evaluation split:",
+             "  " + " " * 8 + "".join(title.rjust(width) for title, _ in columns)]
+    for name in after:
+        cells = "".join((f"{values[name]:.4f}" if name in values else "-").rjust(width)
+                        for _, values in columns)
+        lines.append(f"  {name:<8}{cells}")
+    lines += [f"wall time: {wall_s:.0f} s (training and evaluation in this process)",
+              f"run directory: {output_dir}",
+              f"curves: tensorboard --logdir {os.path.join(output_dir, 'tensorboard')}"]
+    if checkpoints:
+        lines.append("checkpoints: " + ", ".join(checkpoints))
+    return "\n".join(lines)
