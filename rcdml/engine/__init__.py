@@ -1,1 +1,1 @@
-"""Training and evaluation engine: loop, backends, optimizer, checkpoints, config validation."""
+"""Training engine: loop, backends, optimizer and schedule, checkpoints."""

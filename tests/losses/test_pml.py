@@ -1,4 +1,4 @@
-"""The pytorch-metric-learning baselines: wired from config keys as the seed repository's recipes,
+"""The pytorch-metric-learning baselines: wired from config keys as the reference implementation's recipes,
 proxies trained as loss parameters, and the same values as PML used directly."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def batch(seed: int = 0):
 
 
 def direct(name: str):
-    """The seed repository's baseline, built from PML directly with literal hyper-parameters."""
+    """The reference implementation's baseline, built from PML directly with literal hyper-parameters."""
     if name == "proxy_anchor":
         return losses.ProxyAnchorLoss(C, D, margin=0.1, alpha=32), None
     if name == "proxy_nca":
@@ -41,7 +41,7 @@ def test_all_baselines_are_registered():
 
 
 @pytest.mark.parametrize("name", BASELINES)
-def test_default_config_builds_the_seed_recipe(name):
+def test_default_config_builds_the_reference_implementation_recipe(name):
     cfg = load_config(None, [f"loss.name={name}"])
     ours = build_loss(cfg.loss, C, D)
     assert isinstance(ours, PMLLoss) and ours.terms == {}
@@ -111,3 +111,12 @@ def test_proxies_keep_their_dtype_whatever_the_embeddings():
     for dtype in (torch.bfloat16, torch.float64):
         assert loss(x.to(dtype), y).dtype == torch.float32
         assert loss.loss_fn.proxies.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_proxies_are_exposed_through_the_loss_contract(name):
+    """The trainer's proxy-proxy histogram reads ``loss.proxies``: PML's own proxy parameter,
+    or None for a loss without proxies."""
+    loss = build_loss(load_config(None, [f"loss.name={name}"]).loss, C, D)
+    inner = getattr(loss.loss_fn, "proxies", None)
+    assert loss.proxies is inner and (inner is not None) == (name in ("proxy_anchor", "proxy_nca"))
