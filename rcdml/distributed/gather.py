@@ -8,18 +8,45 @@ loss outside the gather (proxies) get the plain gradient of the loss on every ra
 averaging leaves unchanged.
 
 Ranks may hold different numbers of rows (uneven last batches, uneven splits); the gathered
-tensor is always the concatenation in rank order, identical on every rank.
+tensor is always the concatenation in rank order, identical on every rank. Where the caller
+knows that every rank holds the same rows (the samplers' training batches), :func:`equal_shards`
+says so and the gathers skip the exchange of row counts, a collective and a host sync per call.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 
 from rcdml.distributed.env import get_rank, get_world_size, is_distributed
 
+_ROWS_PER_RANK: contextvars.ContextVar[int | None] = contextvars.ContextVar("rows_per_rank",
+                                                                           default=None)
+
+
+@contextlib.contextmanager
+def equal_shards(rows: int):
+    """Inside this block every rank gathers exactly ``rows`` rows (a rank holding another count
+    raises before the collective)."""
+    token = _ROWS_PER_RANK.set(rows)
+    try:
+        yield
+    finally:
+        _ROWS_PER_RANK.reset(token)
+
 
 def _sizes(n: int, device: torch.device) -> list[int]:
-    """Every rank's row count, in rank order (one collective, one host sync)."""
+    """Every rank's row count, in rank order (one collective and one host sync, unless
+    :func:`equal_shards` gives them)."""
+    rows = _ROWS_PER_RANK.get()
+    if rows is not None:
+        if n != rows:
+            raise ValueError(f"this rank holds {n} rows where every rank must hold {rows} "
+                             "(equal_shards)")
+        return [rows] * get_world_size()
     local = torch.tensor([n], dtype=torch.long, device=device)
     sizes = [torch.empty_like(local) for _ in range(get_world_size())]
     dist.all_gather(sizes, local)
@@ -57,12 +84,20 @@ class _AllGatherWithGrad(torch.autograd.Function):
         return grad[start: start + ctx.sizes[rank]], None
 
 
+def _with_grad(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    if len(set(sizes)) == 1 and sizes[0] > 0:
+        # torch's gather with gradient: the same summing backward, by reduce-scatter on NCCL
+        # (a rank receives only its slice of the summed gradient, not all of it).
+        return torch.cat(dist_fn.all_gather(x), dim=0)
+    return _AllGatherWithGrad.apply(x, sizes)
+
+
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """The rank-ordered concatenation of ``x`` over all ranks (uneven first dims allowed); its
     backward sums the gradients of all ranks into each rank's slice."""
     if not is_distributed():
         return x
-    return _AllGatherWithGrad.apply(x, _sizes(x.shape[0], x.device))
+    return _with_grad(x, _sizes(x.shape[0], x.device))
 
 
 def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
@@ -77,5 +112,5 @@ def all_gather_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[to
     if not is_distributed():
         return embeddings, labels
     sizes = _sizes(embeddings.shape[0], embeddings.device)
-    gathered = _AllGatherWithGrad.apply(embeddings, sizes)
+    gathered = _with_grad(embeddings, sizes)
     return gathered, _gather_padded(labels.to(embeddings.device), sizes)

@@ -8,6 +8,7 @@ exactly where the checkpoint was taken.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import time
@@ -19,7 +20,8 @@ import torch
 from rcdml.config import Config, ConfigError, dump_config
 from rcdml.config.typed import to_dict
 from rcdml.data import build_pipeline
-from rcdml.distributed import DistInfo, all_gather_object, barrier, is_distributed, is_main
+from rcdml.distributed import (DistInfo, all_gather_object, barrier, equal_shards, is_distributed,
+                               is_main)
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.backends import build_backend
 from rcdml.engine.checkpoint import atomic_write_text, rotate
@@ -156,14 +158,19 @@ class Trainer:
                     step: int) -> torch.Tensor | None:
         """One optimizer step; the detached loss, or None when the step was not finite (and
         skipped, by ``train.on_nonfinite``)."""
+        rows = self.pipeline.sampler.rows_per_rank
         try:
-            loss = self.backend(images, labels)
+            with equal_shards(rows) if rows is not None else contextlib.nullcontext():
+                loss = self.backend(images, labels)
         except NonFiniteEmbeddings as e:
             # Raised after the loss's all-gather, so every rank skips (or stops) together.
             self._nonfinite(epoch, step, str(e))
             return None
-        finite = bool(torch.isfinite(loss.detach()))
+        finite = torch.isfinite(loss.detach())
         self.backend.backward(loss)
+        # Read only once the backward pass is queued: the step's one host sync then leaves the
+        # GPU busy instead of draining its queue before the backward.
+        finite = bool(finite)
         self.backend.step(skip=not finite)
         if not finite:
             terms = " ".join(f"{k}={float(v):.4g}" for k, v in self.loss.terms.items())
