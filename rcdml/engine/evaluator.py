@@ -53,6 +53,6 @@ def evaluate_checkpoint(cfg: Config, dist: DistInfo, ckpt: dict[str, Any],
                           f"model.embedding_size={cfg.model.embedding_size}: {detail}") from None
     model.to(dist.device)
     pipeline = build_pipeline(cfg, dist, backbone_spec(cfg.model.backbone).input_style)
-    amp = amp_dtype(cfg.train.amp, dist.device)
+    amp = amp_dtype(cfg.eval.amp, dist.device)
     embeddings = embed_eval_data(model, pipeline, dist.device, amp)
     return CheckpointEval(score(embeddings, cfg.eval), embeddings, ckpt.get("epoch"))

@@ -225,7 +225,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         results = evaluate_retrieval(self.model, self.pipeline, self.device, self.cfg.eval,
-                                     amp_dtype(self.cfg.train.amp, self.device))
+                                     amp_dtype(self.cfg.eval.amp, self.device))
         return {f"eval/{name}": v for name, v in results.items()}
 
     def _diagnostics(self, epoch: int, improved: bool) -> None:

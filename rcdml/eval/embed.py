@@ -10,6 +10,18 @@ from torch import nn
 from rcdml.distributed import all_gather_no_grad, all_gather_object
 
 
+@contextlib.contextmanager
+def full_precision():
+    """fp32 products without TF32 inside the block (cuDNN convolutions use TF32 by default,
+    which rounds inputs to 10 mantissa bits); the previous flags come back after it."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @torch.no_grad()
 def embed_shard(model: nn.Module, loader, device: torch.device,
                 amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -18,14 +30,15 @@ def embed_shard(model: nn.Module, loader, device: torch.device,
     was_training = model.training
     model.eval()
     outs, labels, indices = [], [], []
-    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                else contextlib.nullcontext())
+    low = amp_dtype is not None
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if low else contextlib.nullcontext()
     try:
-        for images, y, idx in loader:
-            with autocast:
-                outs.append(model(images.to(device, non_blocking=True)).float())
-            labels.append(torch.as_tensor(y).to(device))
-            indices.append(torch.as_tensor(idx).to(device))
+        with contextlib.nullcontext() if low else full_precision():
+            for images, y, idx in loader:
+                with autocast:
+                    outs.append(model(images.to(device, non_blocking=True)).float())
+                labels.append(torch.as_tensor(y).to(device))
+                indices.append(torch.as_tensor(idx).to(device))
     finally:
         model.train(was_training)
     if not outs:

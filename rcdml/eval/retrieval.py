@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from rcdml.distributed import is_distributed
-from rcdml.eval.embed import embed_shard, gather_in_order
+from rcdml.eval.embed import embed_shard, full_precision, gather_in_order
 from rcdml.eval.metrics import retrieval_metrics
 
 
@@ -46,9 +46,10 @@ def embed_eval_data(model: nn.Module, pipeline, device: torch.device,
 def score(embeddings: EvalEmbeddings, cfg) -> dict[str, float]:
     """The metrics ``cfg`` (an EvalConfig) asks for; under torchrun each rank ranks a share of
     the queries and all ranks return the same numbers."""
-    return retrieval_metrics(embeddings.query, embeddings.query_labels, cfg.ks, embeddings.gallery,
-                             embeddings.gallery_labels, with_map=cfg.map_at_r,
-                             chunk_size=cfg.chunk_size, distributed=is_distributed())
+    with full_precision():
+        return retrieval_metrics(embeddings.query, embeddings.query_labels, cfg.ks,
+                                 embeddings.gallery, embeddings.gallery_labels, with_map=cfg.map_at_r,
+                                 chunk_size=cfg.chunk_size, distributed=is_distributed())
 
 
 def evaluate_retrieval(model: nn.Module, pipeline, device: torch.device, cfg,
