@@ -66,7 +66,8 @@ class Trainer:
                                   resume_epoch=self.start_epoch,
                                   resume_step=self.start_epoch * steps + self.start_step)
         self.probe = None
-        if is_main() and cfg.monitor.sample_size:
+        # Under ZeRO-3 every rank runs the probe's forwards (each is a collective); rank 0 logs.
+        if (is_main() or self.backend.collective_forward) and cfg.monitor.sample_size:
             self.probe = EmbeddingProbe(self.pipeline.data.query, self.pipeline.eval_transform,
                                         cfg.monitor.sample_size, cfg.train.seed)
         if is_main():
@@ -225,7 +226,8 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         results = evaluate_retrieval(self.model, self.pipeline, self.device, self.cfg.eval,
-                                     amp_dtype(self.cfg.eval.amp, self.device))
+                                     amp_dtype(self.cfg.eval.amp, self.device),
+                                     self.backend.collective_forward)
         return {f"eval/{name}": v for name, v in results.items()}
 
     def _diagnostics(self, epoch: int, improved: bool) -> None:
@@ -238,7 +240,9 @@ class Trainer:
                                intra_class_similarities(embeddings, self.probe.labels), step)
         proxies = getattr(self.loss, "proxies", None)
         if isinstance(proxies, torch.Tensor):
-            self.monitor.histogram("similarity/proxy_proxy", proxy_similarities(proxies), step)
+            with self.backend.full_parameters([proxies]):
+                similarities = proxy_similarities(proxies)
+            self.monitor.histogram("similarity/proxy_proxy", similarities, step)
         if improved and self.cfg.monitor.projector:
             self.monitor.projector(embeddings, self.probe.labels, self.probe.thumbnails(), step)
 

@@ -23,23 +23,28 @@ class EvalEmbeddings:
 
 
 def embed_split(model: nn.Module, pipeline, images, device: torch.device,
-                amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings and labels of ``images`` (an ImageList), each image embedded on one rank."""
+                amp_dtype: torch.dtype | None,
+                equal_forwards: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings and labels of ``images`` (an ImageList), each image embedded on one rank
+    (``equal_forwards``: see :func:`embed_shard`)."""
     if len(images) == 0:
         raise ValueError("the evaluation split has no images")
-    emb, labels, idx = embed_shard(model, pipeline.eval_loader(images), device, amp_dtype)
+    emb, labels, idx = embed_shard(model, pipeline.eval_loader(images), device, amp_dtype,
+                                   equal_forwards)
     return gather_in_order(emb, labels, idx, len(images))
 
 
 def embed_eval_data(model: nn.Module, pipeline, device: torch.device,
-                    amp_dtype: torch.dtype | None = None) -> EvalEmbeddings:
+                    amp_dtype: torch.dtype | None = None,
+                    equal_forwards: bool = False) -> EvalEmbeddings:
     """``pipeline.data``'s query (and gallery) images, embedded across ranks; every rank gets
     all of them."""
     data = pipeline.data
-    out = EvalEmbeddings(*embed_split(model, pipeline, data.query, device, amp_dtype))
+    out = EvalEmbeddings(*embed_split(model, pipeline, data.query, device, amp_dtype,
+                                      equal_forwards))
     if data.gallery is not None:
         out.gallery, out.gallery_labels = embed_split(model, pipeline, data.gallery, device,
-                                                      amp_dtype)
+                                                      amp_dtype, equal_forwards)
     return out
 
 
@@ -53,7 +58,8 @@ def score(embeddings: EvalEmbeddings, cfg) -> dict[str, float]:
 
 
 def evaluate_retrieval(model: nn.Module, pipeline, device: torch.device, cfg,
-                       amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+                       amp_dtype: torch.dtype | None = None,
+                       equal_forwards: bool = False) -> dict[str, float]:
     """``{"R@k": ..., "MAP@R": ..., "RP": ...}`` for an EvalConfig ``cfg`` (MAP@R and RP when
     ``cfg.map_at_r``); the same numbers on every rank."""
-    return score(embed_eval_data(model, pipeline, device, amp_dtype), cfg)
+    return score(embed_eval_data(model, pipeline, device, amp_dtype, equal_forwards), cfg)
