@@ -19,7 +19,6 @@ import contextvars
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 
 from rcdml.distributed.env import get_rank, get_world_size, is_distributed
 
@@ -70,6 +69,10 @@ def _gather_padded(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
+    """torch's own (``torch.distributed.nn.functional.all_gather``) would reduce-scatter the
+    gradient on NCCL, but it takes equal shapes only and torch 2.14 deprecates it in favour of a
+    private module; this one all-reduces the gradient and takes any row counts."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         ctx.sizes = sizes
@@ -84,20 +87,12 @@ class _AllGatherWithGrad(torch.autograd.Function):
         return grad[start: start + ctx.sizes[rank]], None
 
 
-def _with_grad(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    if len(set(sizes)) == 1 and sizes[0] > 0:
-        # torch's gather with gradient: the same summing backward, by reduce-scatter on NCCL
-        # (a rank receives only its slice of the summed gradient, not all of it).
-        return torch.cat(dist_fn.all_gather(x), dim=0)
-    return _AllGatherWithGrad.apply(x, sizes)
-
-
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """The rank-ordered concatenation of ``x`` over all ranks (uneven first dims allowed); its
     backward sums the gradients of all ranks into each rank's slice."""
     if not is_distributed():
         return x
-    return _with_grad(x, _sizes(x.shape[0], x.device))
+    return _AllGatherWithGrad.apply(x, _sizes(x.shape[0], x.device))
 
 
 def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
@@ -112,5 +107,5 @@ def all_gather_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[to
     if not is_distributed():
         return embeddings, labels
     sizes = _sizes(embeddings.shape[0], embeddings.device)
-    gathered = _with_grad(embeddings, sizes)
+    gathered = _AllGatherWithGrad.apply(embeddings, sizes)
     return gathered, _gather_padded(labels.to(embeddings.device), sizes)
