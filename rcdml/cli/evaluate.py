@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rcdml.engine.learner import amp_dtype
 
         result = evaluate_checkpoint(cfg, info, ckpt, checkpoint,
-                                     amp_dtype(cfg.train.amp, info.device))
+                                     amp_dtype(cfg.eval.amp, info.device))
         if is_main():
             report(cfg, checkpoint, result)
     except ConfigError as e:

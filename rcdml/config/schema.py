@@ -141,6 +141,10 @@ class EvalConfig:
     map_at_r: bool = True
     # rcdml-eval: also write the embeddings and labels as .npy files next to its JSON.
     save_embeddings: bool = False
+    # Autocast dtype of the evaluation forward passes on a GPU, whatever train.amp is. none (fp32,
+    # TF32 off) keeps R@K comparable across runs: bf16 embeddings round cosines into ties, which
+    # count against the query. bf16/fp16 embed faster.
+    amp: Literal["none", "bf16", "fp16"] = "none"
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
@@ -47,12 +48,18 @@ def _normalize(images, norm: Normalization, mirror=None):
                                     **({} if mirror is None else {"mirror": mirror}))
 
 
+def _source_args(workers: int) -> dict:
+    """A batch-mode parallel source gives each prefetched batch to one worker, so its queue
+    depth caps the workers that run at once: one batch in flight per worker."""
+    return {"prefetch_queue_depth": max(_PREFETCH, workers)} if workers else {}
+
+
 @pipeline_def
 def _train_graph(source: TrainSource, device: torch.device, norm: Normalization, image_size: int,
-                 parallel: bool):
+                 workers: int):
     data, anchor, shape, mirror, labels = fn.external_source(
-        source=source, num_outputs=5, batch=True, batch_info=True, parallel=parallel,
-        **({"prefetch_queue_depth": _PREFETCH} if parallel else {}))
+        source=source, num_outputs=5, batch=True, batch_info=True, parallel=workers > 0,
+        **_source_args(workers))
     images = fn.decoders.image_slice(data, anchor, shape, axis_names="WH", normalized_anchor=False,
                                      normalized_shape=False, **_decode_args(device, norm))
     images = fn.resize(images, size=[image_size, image_size])
@@ -61,13 +68,16 @@ def _train_graph(source: TrainSource, device: torch.device, norm: Normalization,
 
 @pipeline_def
 def _eval_graph(source: EvalSource, device: torch.device, norm: Normalization, image_size: int,
-                parallel: bool):
+                workers: int):
     data, size, anchor, labels, index = fn.external_source(
-        source=source, num_outputs=5, batch=True, batch_info=True, parallel=parallel,
-        **({"prefetch_queue_depth": _PREFETCH} if parallel else {}))
+        source=source, num_outputs=5, batch=True, batch_info=True, parallel=workers > 0,
+        **_source_args(workers))
     images = fn.decoders.image(data, **_decode_args(device, norm))
     images = fn.resize(images, size=size)
-    images = fn.slice(images, anchor, [float(image_size)] * 2, axis_names="WH",
+    # A plain list would become a constant on the GPU operator's device, copied back to the
+    # host for every batch (slice reads its shape on the CPU).
+    crop = types.Constant(np.full(2, image_size, dtype=np.float32), device="cpu")
+    images = fn.slice(images, anchor, crop, axis_names="WH",
                       normalized_anchor=False, normalized_shape=False)
     return _normalize(images, norm), labels, index
 
@@ -99,7 +109,7 @@ class DaliLoader(ImageLoader):
         workers = self.cfg.num_workers
         # Forked workers are cheap, but fork is unsafe once CUDA is initialised.
         start = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
-        pipe = graph(source, self.device, self.norm, self.cfg.image_size, workers > 0,
+        pipe = graph(source, self.device, self.norm, self.cfg.image_size, workers,
                      batch_size=batch_size, num_threads=max(1, workers),
                      device_id=self._device_id(),
                      seed=self.seed, prefetch_queue_depth=_PREFETCH,

@@ -57,6 +57,18 @@ class GlobalBatchSampler:
         return [(int(i), int(s)) for i, s in zip(batch[mine.start:mine.stop],
                                                  seeds[mine.start:mine.stop])]
 
+    def _always_full(self) -> bool:
+        """Whether every global batch holds exactly ``batch_size`` images."""
+        raise NotImplementedError
+
+    @property
+    def rows_per_rank(self) -> int | None:
+        """Every rank's slice length when it is the same on all ranks at every step (the
+        gathers then skip exchanging row counts), else None."""
+        if self._always_full() and self.batch_size % self.world_size == 0:
+            return self.batch_size // self.world_size
+        return None
+
     @property
     def max_rank_batch(self) -> int:
         """An upper bound of the length of any rank's slice."""
@@ -91,6 +103,9 @@ class BalancedBatchSampler(GlobalBatchSampler):
             raise ValueError(f"a batch of {self.p} classes x {self.k} images needs {self.p} classes, "
                              f"the training split has {len(self.classes)}")
 
+    def _always_full(self) -> bool:
+        return min(len(m) for m in self.members) >= self.k
+
     def global_batch(self, epoch: int, step: int) -> np.ndarray:
         rng = self._rng(epoch, step)
         chosen = rng.choice(len(self.classes), size=self.p, replace=False)
@@ -106,6 +121,9 @@ class RandomBatchSampler(GlobalBatchSampler):
     """Uniformly shuffled global batches: one permutation per epoch, drawn from (seed, epoch)."""
 
     _order: tuple[int, np.ndarray] | None = None
+
+    def _always_full(self) -> bool:
+        return len(self.labels) >= self.batch_size
 
     def global_batch(self, epoch: int, step: int) -> np.ndarray:
         if self._order is None or self._order[0] != epoch:

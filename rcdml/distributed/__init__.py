@@ -11,7 +11,8 @@ _EXPORTS = {
     "rcdml.distributed.env": ("DistInfo", "all_gather_object", "barrier", "broadcast_object",
                               "check_dist_config", "get_rank", "get_world_size", "init_distributed", "is_distributed",
                               "is_main", "main_process_first", "shutdown"),
-    "rcdml.distributed.gather": ("all_gather_batch", "all_gather_no_grad", "all_gather_with_grad"),
+    "rcdml.distributed.gather": ("all_gather_batch", "all_gather_no_grad", "all_gather_with_grad",
+                                 "equal_shards"),
     "rcdml.distributed.shard": ("rank_share",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from rcdml.config import ConfigError, DistConfig
-from rcdml.distributed.watchdog import init_watchdog
+from rcdml.distributed.watchdog import init_watchdog, set_nccl_env_defaults
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ def init_distributed(backend: str = "auto", timeout_s: float = 1800.0) -> DistIn
         kwargs: dict[str, Any] = {}
         if backend == "nccl":
             kwargs["device_id"] = device
+            set_nccl_env_defaults()
         store = _attempt_store(timeout)
         if store is not None:
             kwargs["store"] = store

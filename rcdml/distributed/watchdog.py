@@ -8,6 +8,7 @@ with an anonymous socket error.
 from __future__ import annotations
 
 import datetime
+import os
 import re
 
 import torch.distributed as dist
@@ -27,9 +28,34 @@ def init_watchdog() -> None:
     _GROUP = dist.new_group(backend="gloo")
 
 
+# NCCL's own watchdog aborts a stalled job before Python sees an error (its default
+# TORCH_NCCL_ASYNC_ERROR_HANDLING tears the process down). These defaults make it name the
+# missing rank first: the desync report says which rank did not join the collective, and the
+# flight recorder dumps each rank's last collectives on the timeout. A user's setting wins.
+NCCL_ENV_DEFAULTS = {
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3",
+    "TORCH_NCCL_DESYNC_DEBUG": "1",
+    "TORCH_NCCL_DUMP_ON_TIMEOUT": "1",
+    "TORCH_NCCL_TRACE_BUFFER_SIZE": "2000",
+}
+# torch 2.14's gloo raises plain RuntimeErrors for its timeouts (these messages; checked by
+# tests/distributed/test_watchdog.py), not the DistError types NCCL and the store raise.
+_GLOO_TIMEOUTS = ("Timed out waiting", "Application timeout caused pair closure",
+                  "Connection closed by peer")
+
+
+def set_nccl_env_defaults() -> None:
+    """Call before the NCCL process group is created (the variables are read then)."""
+    for key, value in NCCL_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def is_collective_timeout(error: BaseException) -> bool:
-    text = str(error).lower()
-    return "timed out" in text or "timeout" in text or "connection closed by peer" in text
+    """torch's distributed errors by type (DistBackendError from NCCL's watchdog,
+    DistNetworkError for a lost peer, DistStoreError); gloo's timeouts by their messages."""
+    if isinstance(error, dist.DistError):
+        return True
+    return type(error) is RuntimeError and any(m in str(error) for m in _GLOO_TIMEOUTS)
 
 
 def stalled_ranks(wait_s: float = DIAGNOSIS_S) -> list[int] | None:

@@ -12,6 +12,7 @@ raise :class:`Preempted` (``rcdml-train`` exits with ``EXIT_PREEMPTED``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -27,7 +28,8 @@ from rcdml.config.identity import describe, split_differences
 from rcdml.config.typed import to_dict
 from rcdml.data import DataPipeline, build_pipeline
 from rcdml.data.datasets import dataset_spec
-from rcdml.distributed import DistInfo, all_gather_object, barrier, is_distributed, is_main
+from rcdml.distributed import (DistInfo, all_gather_object, barrier, equal_shards, is_distributed,
+                               is_main)
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.backends import Backend, build_backend
 from rcdml.engine.checkpoint import LAST, CheckpointManager, CheckpointMismatch, RunDirError
@@ -124,7 +126,9 @@ class Trainer:
                                   resume_epoch=self.start_epoch,
                                   resume_step=self.start_epoch * steps + self.start_step)
         self.probe = None
-        if is_main() and cfg.monitor.sample_size and self.pipeline is not None:
+        # Under ZeRO-3 every rank runs the probe's forwards (each is a collective); rank 0 logs.
+        if ((is_main() or self.backend.collective_forward) and cfg.monitor.sample_size
+                and self.pipeline is not None):
             self.probe = EmbeddingProbe(self.pipeline.data.query, self.pipeline.eval_transform,
                                         cfg.monitor.sample_size, cfg.train.seed)
         if is_main():
@@ -219,14 +223,19 @@ class Trainer:
                     step: int) -> torch.Tensor | None:
         """One optimizer step; the detached loss, or None when the step was not finite (and
         skipped, by ``train.on_nonfinite``)."""
+        rows = self.pipeline.sampler.rows_per_rank
         try:
-            loss = self.backend(images, labels)
+            with equal_shards(rows) if rows is not None else contextlib.nullcontext():
+                loss = self.backend(images, labels)
         except NonFiniteEmbeddings as e:
             # Raised after the loss's all-gather, so every rank skips (or stops) together.
             self._nonfinite(epoch, step, str(e))
             return None
-        finite = bool(torch.isfinite(loss.detach()))
+        finite = torch.isfinite(loss.detach())
         self.backend.backward(loss)
+        # Read only once the backward pass is queued: the step's one host sync then leaves the
+        # GPU busy instead of draining its queue before the backward.
+        finite = bool(finite)
         self.backend.step(skip=not finite)
         if not finite:
             terms = " ".join(f"{k}={float(v):.4g}" for k, v in self.loss.terms.items())
@@ -285,7 +294,8 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         results = evaluate_retrieval(self.model, self.pipeline, self.device, self.cfg.eval,
-                                     amp_dtype(self.cfg.train.amp, self.device))
+                                     amp_dtype(self.cfg.eval.amp, self.device),
+                                     self.backend.collective_forward)
         return {f"eval/{name}": v for name, v in results.items()}
 
     def _diagnostics(self, epoch: int, improved: bool) -> None:
@@ -297,8 +307,9 @@ class Trainer:
         self.monitor.histogram("similarity/intra_class",
                                intra_class_similarities(embeddings, self.probe.labels), step)
         if self.loss.proxies is not None:
-            self.monitor.histogram("similarity/proxy_proxy", proxy_similarities(self.loss.proxies),
-                                   step)
+            with self.backend.full_parameters([self.loss.proxies]):
+                similarities = proxy_similarities(self.loss.proxies)
+            self.monitor.histogram("similarity/proxy_proxy", similarities, step)
         if improved and self.cfg.monitor.projector:
             self.monitor.projector(embeddings, self.probe.labels, self.probe.thumbnails(), step)
 

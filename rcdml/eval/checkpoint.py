@@ -14,7 +14,7 @@ import torch
 from rcdml.config import Config, ConfigError
 from rcdml.config.identity import MODEL_KEYS, split_differences
 from rcdml.config.typed import to_dict
-from rcdml.data import build_pipeline
+from rcdml.data import build_eval_pipeline
 from rcdml.distributed import DistInfo
 from rcdml.eval.retrieval import EvalEmbeddings, embed_eval_data, score
 from rcdml.io import read_checkpoint
@@ -52,6 +52,6 @@ def evaluate_checkpoint(cfg: Config, dist: DistInfo, ckpt: dict[str, Any], path:
         raise ConfigError(f"checkpoint: {path} does not fit model.backbone={cfg.model.backbone} "
                           f"model.embedding_size={cfg.model.embedding_size}: {detail}") from None
     model.to(dist.device)
-    pipeline = build_pipeline(cfg, dist, backbone_spec(cfg.model.backbone).input_style)
+    pipeline = build_eval_pipeline(cfg, dist, backbone_spec(cfg.model.backbone).input_style)
     embeddings = embed_eval_data(model, pipeline, dist.device, amp)
     return CheckpointEval(score(embeddings, cfg.eval), embeddings, ckpt.get("epoch"))

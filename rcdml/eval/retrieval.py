@@ -11,7 +11,7 @@ from rcdml.config import EvalConfig
 from rcdml.data.datasets import ImageList
 from rcdml.data.pipeline import EvalPipeline
 from rcdml.distributed import is_distributed
-from rcdml.eval.embed import embed_shard, gather_in_order
+from rcdml.eval.embed import embed_shard, full_precision, gather_in_order
 from rcdml.eval.metrics import retrieval_metrics
 
 
@@ -26,36 +26,43 @@ class EvalEmbeddings:
 
 
 def embed_split(model: nn.Module, pipeline: EvalPipeline, images: ImageList, device: torch.device,
-                amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings and labels of ``images`` (an ImageList), each image embedded on one rank."""
+                amp_dtype: torch.dtype | None,
+                equal_forwards: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings and labels of ``images`` (an ImageList), each image embedded on one rank
+    (``equal_forwards``: see :func:`embed_shard`)."""
     if len(images) == 0:
         raise ValueError("the evaluation split has no images")
-    emb, labels, idx = embed_shard(model, pipeline.eval_loader(images), device, amp_dtype)
+    emb, labels, idx = embed_shard(model, pipeline.eval_loader(images), device, amp_dtype,
+                                   equal_forwards)
     return gather_in_order(emb, labels, idx, len(images))
 
 
 def embed_eval_data(model: nn.Module, pipeline: EvalPipeline, device: torch.device,
-                    amp_dtype: torch.dtype | None = None) -> EvalEmbeddings:
+                    amp_dtype: torch.dtype | None = None,
+                    equal_forwards: bool = False) -> EvalEmbeddings:
     """``pipeline.data``'s query (and gallery) images, embedded across ranks; every rank gets
     all of them."""
     data = pipeline.data
-    out = EvalEmbeddings(*embed_split(model, pipeline, data.query, device, amp_dtype))
+    out = EvalEmbeddings(*embed_split(model, pipeline, data.query, device, amp_dtype,
+                                      equal_forwards))
     if data.gallery is not None:
         out.gallery, out.gallery_labels = embed_split(model, pipeline, data.gallery, device,
-                                                      amp_dtype)
+                                                      amp_dtype, equal_forwards)
     return out
 
 
 def score(embeddings: EvalEmbeddings, cfg: EvalConfig) -> dict[str, float]:
     """The metrics ``cfg`` asks for; under torchrun each rank ranks a share of the queries and
     all ranks return the same numbers."""
-    return retrieval_metrics(embeddings.query, embeddings.query_labels, cfg.ks, embeddings.gallery,
-                             embeddings.gallery_labels, with_map=cfg.map_at_r,
-                             chunk_size=cfg.chunk_size, distributed=is_distributed())
+    with full_precision():
+        return retrieval_metrics(embeddings.query, embeddings.query_labels, cfg.ks,
+                                 embeddings.gallery, embeddings.gallery_labels, with_map=cfg.map_at_r,
+                                 chunk_size=cfg.chunk_size, distributed=is_distributed())
 
 
 def evaluate_retrieval(model: nn.Module, pipeline: EvalPipeline, device: torch.device,
-                       cfg: EvalConfig, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+                       cfg: EvalConfig, amp_dtype: torch.dtype | None = None,
+                       equal_forwards: bool = False) -> dict[str, float]:
     """``{"R@k": ..., "MAP@R": ..., "RP": ...}`` for ``cfg`` (MAP@R and RP when
     ``cfg.map_at_r``); the same numbers on every rank."""
-    return score(embed_eval_data(model, pipeline, device, amp_dtype), cfg)
+    return score(embed_eval_data(model, pipeline, device, amp_dtype, equal_forwards), cfg)

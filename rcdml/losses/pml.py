@@ -13,13 +13,27 @@ margin (``loss.*`` keys in the config).
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
-from pytorch_metric_learning import losses, miners
 from torch import nn
 
-from rcdml.config import LossConfig
+from rcdml.config import ConfigError, LossConfig
 from rcdml.losses.global_batch import GlobalBatchLoss, compute_dtype
 from rcdml.losses.registry import register_loss
+
+
+def _pml(name: str):
+    """``pytorch_metric_learning`` with its losses and miners, imported only when a baseline is
+    built, so RCDML trains where the package is absent (the GPU check's machine)."""
+    try:
+        importlib.import_module("pytorch_metric_learning.losses")
+        importlib.import_module("pytorch_metric_learning.miners")
+        return importlib.import_module("pytorch_metric_learning")
+    except ImportError:
+        raise ConfigError(f"loss.name: {name} needs pytorch-metric-learning, which is not "
+                          "installed; install it with pip install pytorch-metric-learning, or use "
+                          "loss.name=rcdml") from None
 
 
 class PMLLoss(GlobalBatchLoss):
@@ -56,32 +70,38 @@ class PMLLoss(GlobalBatchLoss):
 
 @register_loss("proxy_anchor")
 def _proxy_anchor(cfg: LossConfig, num_classes: int, embedding_size: int) -> PMLLoss:
-    loss_fn = losses.ProxyAnchorLoss(num_classes, embedding_size, margin=cfg.margin, alpha=cfg.alpha)
+    pml = _pml("proxy_anchor")
+    loss_fn = pml.losses.ProxyAnchorLoss(num_classes, embedding_size, margin=cfg.margin,
+                                         alpha=cfg.alpha)
     return PMLLoss(loss_fn, num_classes, embedding_size)
 
 
 @register_loss("proxy_nca")
 def _proxy_nca(cfg: LossConfig, num_classes: int, embedding_size: int) -> PMLLoss:
-    loss_fn = losses.ProxyNCALoss(num_classes, embedding_size, softmax_scale=cfg.softmax_scale)
+    pml = _pml("proxy_nca")
+    loss_fn = pml.losses.ProxyNCALoss(num_classes, embedding_size, softmax_scale=cfg.softmax_scale)
     return PMLLoss(loss_fn, num_classes, embedding_size)
 
 
 @register_loss("multi_similarity")
 def _multi_similarity(cfg: LossConfig, num_classes: int, embedding_size: int) -> PMLLoss:
-    loss_fn = losses.MultiSimilarityLoss(alpha=cfg.ms_alpha, beta=cfg.ms_beta, base=cfg.ms_base)
-    miner = miners.MultiSimilarityMiner(epsilon=cfg.ms_epsilon)
+    pml = _pml("multi_similarity")
+    loss_fn = pml.losses.MultiSimilarityLoss(alpha=cfg.ms_alpha, beta=cfg.ms_beta, base=cfg.ms_base)
+    miner = pml.miners.MultiSimilarityMiner(epsilon=cfg.ms_epsilon)
     return PMLLoss(loss_fn, num_classes, embedding_size, miner)
 
 
 @register_loss("triplet")
 def _triplet(cfg: LossConfig, num_classes: int, embedding_size: int) -> PMLLoss:
-    loss_fn = losses.TripletMarginLoss(margin=cfg.triplet_margin)
-    miner = miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets="semihard")
+    pml = _pml("triplet")
+    loss_fn = pml.losses.TripletMarginLoss(margin=cfg.triplet_margin)
+    miner = pml.miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets="semihard")
     return PMLLoss(loss_fn, num_classes, embedding_size, miner)
 
 
 @register_loss("contrastive")
 def _contrastive(cfg: LossConfig, num_classes: int, embedding_size: int) -> PMLLoss:
-    loss_fn = losses.ContrastiveLoss(pos_margin=cfg.contrastive_pos_margin,
+    pml = _pml("contrastive")
+    loss_fn = pml.losses.ContrastiveLoss(pos_margin=cfg.contrastive_pos_margin,
                                      neg_margin=cfg.contrastive_neg_margin)
     return PMLLoss(loss_fn, num_classes, embedding_size)

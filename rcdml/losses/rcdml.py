@@ -144,7 +144,8 @@ class RCDMLLoss(GlobalBatchLoss):
         nearest = (xn @ xn.t()).masked_fill(~same, float("inf")).amin(1)
         per_class = nearest.new_full((num_present,), float("inf")).scatter_reduce(
             0, inv, nearest, "amin", include_self=True)
-        several = torch.bincount(inv, minlength=num_present) >= 2
+        # A count by index_add_ stays on the device; bincount synchronises twice on CUDA.
+        several = torch.zeros_like(per_class).index_add_(0, inv, torch.ones_like(nearest)) >= 2
         return torch.where(several, torch.exp(-per_class), 0.0).sum()
 
     def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -126,3 +126,18 @@ def test_world_size_2_ranks_share_global_batches_and_resume(torchrun, tmp_path, 
             assert rank["len_resumed"] == steps - 3
             assert rank["after_resume"] == rank["epoch1"]
     assert ranks[0]["torch"] == ranks[0]["dali"] and ranks[1]["torch"] == ranks[1]["dali"]
+
+
+def test_rows_per_rank_only_when_every_slice_is_equal():
+    from rcdml.data.sampler import BalancedBatchSampler, RandomBatchSampler
+
+    labels = [c for c in range(8) for _ in range(4)]
+    assert BalancedBatchSampler(labels, 16, 4, world_size=2).rows_per_rank == 8
+    assert BalancedBatchSampler(labels, 16, 4, world_size=3).rows_per_rank is None
+    assert BalancedBatchSampler(labels + [8], 16, 4, world_size=2).rows_per_rank is None
+    assert RandomBatchSampler(labels, 16, world_size=4).rows_per_rank == 4
+    assert RandomBatchSampler(labels[:10], 16, world_size=2).rows_per_rank is None
+    for sampler in (BalancedBatchSampler(labels, 16, 4, world_size=2, rank=1),
+                    RandomBatchSampler(labels, 16, world_size=2, rank=1)):
+        sampler.set_epoch(0)
+        assert all(len(batch) == sampler.rows_per_rank for batch in sampler)

@@ -7,7 +7,7 @@ import os
 import torch
 
 from rcdml.distributed import (all_gather_batch, all_gather_no_grad, all_gather_with_grad,
-                               init_distributed, shutdown)
+                               equal_shards, init_distributed, shutdown)
 
 SIZES = [2, 0, 3, 1]
 
@@ -42,6 +42,25 @@ def main() -> None:
 
     plain = all_gather_no_grad(rows(rank).requires_grad_())
     assert torch.equal(plain, expected) and not plain.requires_grad
+
+    # Equal shards announced: no size exchange, the same values and summing backward.
+    same = torch.full((2, 2), float(rank), dtype=torch.float64, requires_grad=True)
+    with equal_shards(2):
+        both = all_gather_with_grad(same)
+        emb, labels = all_gather_batch(same.float(), torch.full((2,), rank))
+    assert torch.equal(both, torch.arange(world, dtype=torch.float64).repeat_interleave(2)[:, None]
+                       .expand(2 * world, 2)), both
+    assert torch.equal(labels, torch.arange(world).repeat_interleave(2)), labels
+    (both * weights.new_ones(2 * world, 2).cumsum(0)).sum().backward()
+    assert torch.equal(same.grad, world * torch.arange(2 * rank + 1, 2 * rank + 3, dtype=torch.float64)
+                       [:, None].expand(2, 2)), same.grad
+    try:
+        with equal_shards(3):
+            all_gather_with_grad(same)
+    except ValueError as e:
+        assert "equal_shards" in str(e)
+    else:
+        raise AssertionError("a rank holding other rows than announced must raise")
 
     # No rows anywhere: an empty global batch (which the losses then reject), no collective.
     assert all_gather_with_grad(torch.zeros(0, 2)).shape == (0, 2)

@@ -257,3 +257,38 @@ def test_digits_trains_resumes_and_evaluates_like_ddp(tmp_path):
         scores = json.load(f)
     best_epoch = ds_ckpt["best"]["epoch"]
     assert scores["metrics"]["R@1"] == pytest.approx(ds_rows[best_epoch - 1]["eval/R@1"], abs=1e-6)
+
+
+def test_zero3_evaluates_and_probes_on_two_ranks(tmp_path):
+    """ZeRO-3 with every parameter sharded: each forward is a collective, so evaluation with
+    uneven batch counts (448 and 449 images in batches of 7: 64 and 65 forwards) and the
+    monitoring probe must run the same forwards on both ranks instead of hanging."""
+    path = write_ds(tmp_path, {"zero_optimization": {"stage": 3,
+                                                     "stage3_param_persistence_threshold": 0}})
+    result = run_torchrun(TRAIN, 2, digits_args(tmp_path, "z3", "train.epochs=1", "eval.batch_size=7",
+                                                "monitor.sample_size=32", "train.backend=deepspeed",
+                                                f"train.deepspeed_config={path}", "dist.timeout_s=120"),
+                          timeout=600, env={"DS_ACCELERATOR": "cpu"})
+    assert result.returncode == 0, result.stdout + result.stderr[-5000:]
+    [row] = metrics(tmp_path / "z3")
+    assert row["eval/R@1"] > 0.5
+    assert list((tmp_path / "z3" / "tensorboard").iterdir()), "rank 0 wrote the probe's histograms"
+
+
+def test_derived_config_reduces_gradients_in_fp32(tmp_path):
+    for stage, accum in ((0, None), (2, "fp32"), (3, "fp32")):
+        path = write_ds(tmp_path, {"zero_optimization": {"stage": stage}})
+        ds = build_deepspeed_config(run_cfg(f"train.deepspeed_config={path}", "train.amp=bf16"), 2)
+        assert ds["communication_data_type"] == "fp32"
+        assert ds["data_types"].get("grad_accum_dtype") == accum
+    path = write_ds(tmp_path, {"zero_optimization": {"stage": 2}, "communication_data_type": "bf16",
+                               "data_types": {"grad_accum_dtype": "bf16"}})
+    ds = build_deepspeed_config(run_cfg(f"train.deepspeed_config={path}", "train.amp=bf16"), 2)
+    assert ds["communication_data_type"] == "bf16" and ds["data_types"]["grad_accum_dtype"] == "bf16"
+
+
+def test_pml_proxy_losses_are_refused_under_deepspeed_mixed_precision():
+    with pytest.raises(ConfigError, match=r"^loss\.name: proxy_anchor .* train\.amp=bf16"):
+        check_training(run_cfg("loss.name=proxy_anchor", "train.amp=bf16"), world_size=2)
+    check_training(run_cfg("loss.name=proxy_anchor"), world_size=2)
+    check_training(run_cfg("loss.name=multi_similarity", "train.amp=bf16"), world_size=2)

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from rcdml.eval.embed import embed_shard, gather_in_order
+from rcdml.config import load_config
+from rcdml.engine.learner import amp_dtype
+from rcdml.eval.embed import embed_shard, full_precision, gather_in_order
 
 
 def test_embed_shard_keeps_loader_order_and_restores_train_mode():
@@ -40,3 +42,31 @@ def test_a_duplicated_or_missing_image_is_an_error(indices):
     with pytest.raises(RuntimeError, match="exactly once"):
         gather_in_order(torch.zeros(n, 2), torch.zeros(n, dtype=torch.long),
                         torch.tensor(indices), 4)
+
+
+def test_evaluation_is_fp32_under_bf16_training_unless_eval_amp_says_otherwise():
+    cuda = torch.device("cuda", 0)
+    cfg = load_config(None, ["train.amp=bf16"])
+    assert cfg.eval.amp == "none" and amp_dtype(cfg.eval.amp, cuda) is None
+    assert amp_dtype(load_config(None, ["eval.amp=bf16"]).eval.amp, cuda) == torch.bfloat16
+
+
+def test_fp32_embedding_runs_without_tf32_and_restores_the_flags():
+    seen = []
+
+    class Probe(nn.Linear):
+        def forward(self, x):
+            seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+            return super().forward(x)
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        embed_shard(Probe(3, 2), [(torch.randn(2, 3), [0, 1], [0, 1])] * 2, torch.device("cpu"))
+        assert seen == [(False, False)] * 2
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with pytest.raises(ZeroDivisionError), full_precision():
+            1 / 0
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

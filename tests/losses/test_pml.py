@@ -2,6 +2,10 @@
 proxies trained as loss parameters, and the same values as PML used directly."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from pytorch_metric_learning import losses, miners
@@ -120,3 +124,23 @@ def test_proxies_are_exposed_through_the_loss_contract(name):
     loss = build_loss(load_config(None, [f"loss.name={name}"]).loss, C, D)
     inner = getattr(loss.loss_fn, "proxies", None)
     assert loss.proxies is inner and (inner is not None) == (name in ("proxy_anchor", "proxy_nca"))
+
+
+def test_training_without_pytorch_metric_learning(tmp_path):
+    """Without the package rcdml imports and builds RCDML; a baseline is a one-line config error."""
+    blocked = tmp_path / "blocked" / "pytorch_metric_learning"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('hidden in this test')\n")
+    code = ("from rcdml.config import ConfigError, load_config\n"
+            "from rcdml.losses import build_loss\n"
+            "build_loss(load_config(None, []).loss, 6, 8)\n"
+            "try:\n"
+            "    build_loss(load_config(None, ['loss.name=proxy_anchor']).loss, 6, 8)\n"
+            "except ConfigError as e:\n"
+            "    print(e)\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": f"{blocked.parent}{os.pathsep}{root}"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            timeout=120, cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("loss.name: proxy_anchor needs pytorch-metric-learning")

@@ -204,3 +204,20 @@ def test_low_precision_embeddings_are_computed_in_fp32():
 def test_bad_hyper_parameters_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RCDMLLoss(5, 4, **kwargs)
+
+
+def test_src_without_bincount_gives_identical_values_and_gradients():
+    """The present-class count by ``index_add_`` (no host sync on CUDA) against ``bincount``."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    inv = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4, 1, 5, 3])
+    loss = RCDMLLoss(6, 6)
+    got = loss._src(x, inv, 6)
+    (grad_got,) = torch.autograd.grad(got, x)
+
+    same = inv[:, None] == inv[None, :]
+    nearest = (x @ x.t()).masked_fill(~same, float("inf")).amin(1)
+    per_class = nearest.new_full((6,), float("inf")).scatter_reduce(0, inv, nearest, "amin")
+    expected = torch.where(torch.bincount(inv, minlength=6) >= 2, torch.exp(-per_class), 0.0).sum()
+    (grad_expected,) = torch.autograd.grad(expected, x)
+    assert torch.equal(got, expected) and torch.equal(grad_got, grad_expected)

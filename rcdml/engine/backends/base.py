@@ -6,8 +6,9 @@ parallelism, how gradients are computed, clipped and applied, and how the traina
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -49,3 +50,15 @@ class Backend(ABC):
     def artifacts(self, path: str) -> list[str]:
         """Every file or directory that makes up the checkpoint saved at ``path``."""
         return [path]
+
+    @property
+    def collective_forward(self) -> bool:
+        """Whether a forward pass of the model is a collective (ZeRO-3 gathers the parameters
+        of each layer as it runs): every rank must then run the same forwards, evaluation and
+        the monitoring probe included."""
+        return False
+
+    def full_parameters(self, params: Iterable[nn.Parameter]):
+        """A context in which ``params`` hold their full values on every rank (a collective
+        where they are sharded; every rank enters it)."""
+        return contextlib.nullcontext()

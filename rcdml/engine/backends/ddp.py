@@ -29,7 +29,10 @@ class DDPBackend(Backend):
     def prepare(self) -> None:
         if is_distributed():
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped = DistributedDataParallel(self.learner, device_ids=ids)
+            # Buffers that no forward changes (frozen BatchNorm statistics) need no broadcast
+            # from rank 0 before every forward.
+            self.wrapped = DistributedDataParallel(self.learner, device_ids=ids,
+                                                   broadcast_buffers=_buffers_change(self.learner))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.wrapped(images, labels)
@@ -74,3 +77,15 @@ class DDPBackend(Backend):
         if self.scaler is not None and scaler is not None:
             self.scaler.load_state_dict(scaler)
         return ckpt
+
+
+def _buffers_change(module: nn.Module) -> bool:
+    """Whether a training forward may update a buffer: a BatchNorm layer that tracks running
+    statistics and stays in training mode under ``module.train()`` (frozen ones do not)."""
+    was_training = module.training
+    module.train()
+    try:
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+                   and m.track_running_stats for m in module.modules())
+    finally:
+        module.train(was_training)

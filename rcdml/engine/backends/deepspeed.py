@@ -108,6 +108,16 @@ class DeepSpeedBackend(Backend):
         finally:
             self._skip = False
 
+    @property
+    def collective_forward(self) -> bool:
+        stage = int((self.config.get("zero_optimization") or {}).get("stage", 0))
+        return stage == 3 and get_world_size() > 1
+
+    def full_parameters(self, params):
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(params))
+
     def artifacts(self, path: str) -> list[str]:
         return [path, _shard_folder(path)]
 

@@ -101,9 +101,20 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
         out[name] = _precision_section(out, name, cfg.train.amp, path)
     if cfg.train.amp != "none":
         # DeepSpeed casts the parameters to bf16/fp16; recent versions keep buffers in fp32, but
-        # BatchNorm needs its running statistics in the dtype of its weights.
-        data_types = out.get("data_types") or {}
-        out["data_types"] = {"buffer_dtype": cfg.train.amp, **data_types}
+        # BatchNorm needs its running statistics in the dtype of its weights. Frozen statistics
+        # are therefore bf16/fp16-rounded copies of the pretrained ones (relative error 2^-8 in
+        # bf16), and checkpoints save those rounded values as fp32: a DeepSpeed run's BatchNorm
+        # statistics differ from a DDP run's by that rounding.
+        # Gradients are reduced over ranks in fp32, as DDP does under autocast: DeepSpeed's
+        # default (the model dtype) sums bf16 gradients, losing the low bits of the per-rank
+        # contributions. grad_accum_dtype=fp32 is accepted from ZeRO-2 on only (stage 0 refuses a
+        # model/accumulation dtype mix, stage 1 swaps in another optimizer wrapper); with one
+        # micro-batch per step nothing is accumulated across backward passes anyway.
+        data_types = {"buffer_dtype": cfg.train.amp}
+        if int((out.get("zero_optimization") or {}).get("stage", 0)) >= 2:
+            data_types["grad_accum_dtype"] = "fp32"
+        out["data_types"] = {**data_types, **(out.get("data_types") or {})}
+        out.setdefault("communication_data_type", "fp32")
     # A torch optimizer carries the param groups; SGD is elementwise like AdamW, hence safe to
     # partition, but not on DeepSpeed's list of tested ZeRO optimizers.
     out.setdefault("zero_allow_untested_optimizer", True)
@@ -112,10 +123,20 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
     return out
 
 
+# pytorch-metric-learning losses whose proxies PML re-points to an fp32 copy (``proxies.data``) in
+# every forward, while DeepSpeed's mixed precision re-points them to its flat bf16/fp16 buffer
+# after every step: the optimizer would then step a copy the model no longer uses.
+_PML_PROXY_LOSSES = ("proxy_anchor", "proxy_nca")
+
+
 def check_deepspeed(cfg: Config, world_size: int) -> None:
     """The checks of ``train.backend=deepspeed`` (:func:`rcdml.engine.backends.check_backend_config`
     calls this)."""
     if not deepspeed_installed():
         raise ConfigError("train.backend: deepspeed is not installed; install it with "
                           "pip install 'rcdml[deepspeed]', or use train.backend=ddp")
+    if cfg.loss.name in _PML_PROXY_LOSSES and cfg.train.amp != "none":
+        raise ConfigError(f"loss.name: {cfg.loss.name} (pytorch-metric-learning proxies) does not "
+                          f"train under train.backend=deepspeed with train.amp={cfg.train.amp}; "
+                          "allowed: train.amp=none with deepspeed, or train.backend=ddp")
     build_deepspeed_config(cfg, world_size)
