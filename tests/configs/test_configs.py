@@ -30,3 +30,5 @@ def test_paper_recipes_use_the_reference_implementation_settings(name):
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.loss_lr_mult) == ("adamw", 1e-4, 1000.0)
     assert (cfg.data.image_size, cfg.data.resize_size) == (224, 256)
     assert cfg.loss.prc_weight == (0.05 if name == "cub" else 0.02)
+    # The reference command gives no --IPC: random batches, not P classes x K images.
+    assert cfg.data.sampler == "random"
