@@ -27,9 +27,9 @@ _ROWS_PER_RANK: contextvars.ContextVar[int | None] = contextvars.ContextVar("row
 
 
 @contextlib.contextmanager
-def equal_shards(rows: int):
+def equal_shards(rows: int | None):
     """Inside this block every rank gathers exactly ``rows`` rows (a rank holding another count
-    raises before the collective)."""
+    raises before the collective); ``None``: the counts are exchanged, as outside the block."""
     token = _ROWS_PER_RANK.set(rows)
     try:
         yield

@@ -12,7 +12,6 @@ raise :class:`Preempted` (``rcdml-train`` exits with ``EXIT_PREEMPTED``).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
@@ -32,7 +31,7 @@ from rcdml.distributed import (DistInfo, all_gather_object, barrier, equal_shard
                                is_main)
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.backends import Backend, build_backend
-from rcdml.engine.checkpoint import LAST, CheckpointManager, CheckpointMismatch, RunDirError
+from rcdml.engine.checkpoint import BEST, LAST, CheckpointManager, CheckpointMismatch, RunDirError
 from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
@@ -223,9 +222,10 @@ class Trainer:
                     step: int) -> torch.Tensor | None:
         """One optimizer step; the detached loss, or None when the step was not finite (and
         skipped, by ``train.on_nonfinite``)."""
-        rows = self.pipeline.sampler.rows_per_rank
+        # A trainer built from components without a pipeline knows nothing of its batches' rows.
+        rows = self.pipeline.sampler.rows_per_rank if self.pipeline is not None else None
         try:
-            with equal_shards(rows) if rows is not None else contextlib.nullcontext():
+            with equal_shards(rows):
                 loss = self.backend(images, labels)
         except NonFiniteEmbeddings as e:
             # Raised after the loss's all-gather, so every rank skips (or stops) together.
@@ -373,7 +373,7 @@ class Trainer:
             self.monitor.print(run_summary(
                 read_rows(self.monitor.metrics_path), final, self.best, cfg.train.epochs,
                 self._baseline(), time.perf_counter() - started, cfg.output_dir,
-                [p for p in (self._path("last.pt"), self._path("best.pt")) if os.path.exists(p)]))
+                [p for p in (self.run.path(LAST), self.run.path(BEST)) if os.path.exists(p)]))
         return final
 
     def _baseline(self) -> dict[str, float]:
