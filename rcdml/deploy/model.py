@@ -1,0 +1,73 @@
+"""The network of a checkpoint, its fingerprint, and the evaluation-only loader of rcdml.deploy."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from rcdml.config import Config, ConfigError
+from rcdml.data import torch_loader
+from rcdml.data.datasets import ImageList
+from rcdml.data.transforms import eval_transform
+from rcdml.distributed import DistInfo
+from rcdml.engine.evaluator import read_checkpoint
+from rcdml.engine.learner import amp_dtype
+from rcdml.eval.embed import embed_shard, gather_in_order
+from rcdml.models import backbone_spec, build_model
+
+
+def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors (names, dtypes, shapes, bytes) of ``state_dict``: equal for the
+    same weights whatever file or process holds them."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class TrainedModel:
+    network: nn.Module
+    fingerprint: str
+    input_style: str
+    checkpoint: str
+    epoch: int | None
+
+
+def load_trained(cfg: Config, checkpoint: str) -> TrainedModel:
+    """The network of ``checkpoint`` in eval mode on the CPU; config errors for a file that is
+    not a checkpoint of ``cfg``'s model."""
+    ckpt: dict[str, Any] = read_checkpoint(checkpoint, cfg)
+    network = build_model(cfg.model)
+    try:
+        network.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = next((s.strip() for s in str(e).splitlines()[1:] if s.strip()), str(e))
+        raise ConfigError(f"checkpoint: {checkpoint} holds other weights than "
+                          f"model.backbone={cfg.model.backbone}: {first}") from None
+    return TrainedModel(network.eval(), fingerprint(ckpt["model"]),
+                        backbone_spec(cfg.model.backbone).input_style, checkpoint,
+                        ckpt.get("epoch"))
+
+
+def image_loader(images: ImageList, cfg: Config, dist: DistInfo, input_style: str):
+    """This rank's contiguous shard of ``images`` as ``(images, labels, index)`` batches through
+    the evaluation transform: the evaluation-only data path of every rcdml.deploy command."""
+    return torch_loader.eval_loader(images, eval_transform(cfg.data, input_style),
+                                    cfg.eval.batch_size, cfg.data.num_workers,
+                                    dist.device.type == "cuda", dist.world_size, dist.rank)
+
+
+def embed_images(model: TrainedModel, images: ImageList, cfg: Config,
+                 dist: DistInfo) -> torch.Tensor:
+    """float32 embeddings of ``images`` in order, each embedded on one rank; every rank gets
+    all of them."""
+    model.network.to(dist.device)
+    emb, labels, idx = embed_shard(model.network, image_loader(images, cfg, dist, model.input_style),
+                                   dist.device, amp_dtype(cfg.train.amp, dist.device))
+    return gather_in_order(emb, labels, idx, len(images))[0]
