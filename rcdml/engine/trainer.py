@@ -27,7 +27,8 @@ from rcdml.engine.diagnostics import EmbeddingProbe, intra_class_similarities, p
 from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
-from rcdml.eval.retrieval import evaluate_retrieval
+from rcdml.deploy.pictures import training_pictures
+from rcdml.eval.retrieval import embed_eval_data, score
 from rcdml.losses import NonFiniteEmbeddings, build_loss
 from rcdml.models import backbone_spec, build_model
 from rcdml.monitor import RunMonitor
@@ -217,15 +218,24 @@ class Trainer:
         return metrics
 
     def evaluate(self) -> dict[str, float]:
-        results = evaluate_retrieval(self.model, self.pipeline, self.device, self.cfg.eval,
-                                     amp_dtype(self.cfg.train.amp, self.device))
+        # Kept for the retrieval pictures, which rank the same embeddings.
+        self.eval_embeddings = embed_eval_data(self.model, self.pipeline, self.device,
+                                               amp_dtype(self.cfg.train.amp, self.device))
+        results = score(self.eval_embeddings, self.cfg.eval)
         return {f"eval/{name}": v for name, v in results.items()}
 
     def _diagnostics(self, epoch: int, improved: bool) -> None:
-        """Similarity histograms every evaluation; the projector at a new best epoch."""
+        """Similarity histograms and retrieval pictures every evaluation; the projector at a new
+        best epoch."""
+        step = (epoch + 1) * self.pipeline.steps_per_epoch
+        if is_main() and self.cfg.monitor.retrieval_queries:
+            pictures = training_pictures(self.eval_embeddings, self.pipeline.data,
+                                         self.cfg.monitor.retrieval_queries, self.cfg.train.seed,
+                                         self.cfg.eval.chunk_size, self.cfg.output_dir, epoch + 1)
+            for tag, image in pictures.items():
+                self.monitor.image(tag, image, step)
         if self.probe is None:
             return
-        step = (epoch + 1) * self.pipeline.steps_per_epoch
         embeddings = self.probe.embed(self.model, self.device)
         self.monitor.histogram("similarity/intra_class",
                                intra_class_similarities(embeddings, self.probe.labels), step)
