@@ -61,7 +61,7 @@ def grid(rows: list[Row]) -> Image.Image:
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """(3, H, W) float in [0, 1], TensorBoard's add_image layout."""
-    return torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
 
 
 def sample_queries(n: int, count: int, seed: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rcdml.cli import embed, evaluate, index, search
+from rcdml.cli import embed, evaluate, export, index, search
 from rcdml.deploy.pictures import cell_size
 from runs import ROOT, fast, train
 
@@ -108,3 +108,13 @@ def test_training_wrote_retrieval_pictures(run):
         acc.Reload()
         tags |= set(acc.Tags()["images"])
     assert {"retrieval/sample", "retrieval/worst"} <= tags
+
+
+def test_export_cli_checks_parity_on_the_run_images(run, capsys):
+    run_dir, overrides, _ = run
+    out = run_dir.parent / "model.ts"
+    assert export.main([str(run_dir / "config.yaml"), f"checkpoint={run_dir / 'best.pt'}",
+                        "format=torchscript", f"out={out}", "parity_images=4"]) == 0
+    assert "parity max abs diff" in capsys.readouterr().out and out.stat().st_size > 0
+    assert export.main([str(run_dir / "config.yaml"), "format=tflite"]) == 2
+    assert "format" in capsys.readouterr().err
