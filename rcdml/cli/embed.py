@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from rcdml.cli.common import config_error, parse_config
+from rcdml.cli.common import config_error
 from rcdml.config import ConfigError
 
 PROG = "rcdml-embed"
@@ -19,11 +19,10 @@ PROG = "rcdml-embed"
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        from rcdml.deploy.settings import EmbedArgs, require_path, split_args
+        from rcdml.deploy.settings import EmbedArgs, parse_with_config, require_path
 
-        args, rest = split_args(EmbedArgs, argv)
-        cfg = parse_config(PROG, "Embed a folder tree or a list of images with a checkpoint.", rest)
-        require_path("checkpoint", args.checkpoint, "runs/digits/best.pt", folder=False)
+        args, cfg = parse_with_config(EmbedArgs, PROG, "Embed a folder tree or a list of images "
+                                      "with a checkpoint.", argv)
         require_path("input", args.input, "DIR_OR_LIST")
         if not args.out:
             raise ConfigError("out: missing; pass out=DIR, the folder for the embeddings")

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from rcdml.cli.common import config_error, parse_config
+from rcdml.cli.common import config_error
 from rcdml.config import ConfigError
 
 PROG = "rcdml-export"
@@ -33,11 +33,10 @@ def parity_batch(cfg, input_style: str, count: int) -> torch.Tensor:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        from rcdml.deploy.settings import ExportArgs, require_path, split_args
+        from rcdml.deploy.settings import ExportArgs, parse_with_config
 
-        args, rest = split_args(ExportArgs, argv)
-        cfg = parse_config(PROG, "Export a checkpoint's network to TorchScript or ONNX.", rest)
-        require_path("checkpoint", args.checkpoint, "runs/digits/best.pt", folder=False)
+        args, cfg = parse_with_config(ExportArgs, PROG, "Export a checkpoint's network to "
+                                      "TorchScript or ONNX.", argv)
         if args.format == "onnx":
             try:
                 import onnx  # noqa: F401

@@ -17,16 +17,11 @@ PROG = "rcdml-index"
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if {"-h", "--help"} & set(argv):
-        print(__doc__)
-        return 0
     try:
-        from rcdml.deploy.settings import IndexArgs, positional, split_args
+        from rcdml.deploy.settings import IndexArgs, parse_command
 
-        source, keys = positional(argv, "EMBEDDINGS", "runs/digits/embeddings")
-        args, unknown = split_args(IndexArgs, keys)
-        if unknown:
-            raise ConfigError(f"{unknown[0].split('=')[0]}: unknown key; allowed: out, index.*")
+        source, args = parse_command(IndexArgs, argv, "EMBEDDINGS", "runs/digits/embeddings",
+                                     __doc__)
         from rcdml.deploy.store import read_embeddings
 
         array, items, manifest = read_embeddings("EMBEDDINGS", source)

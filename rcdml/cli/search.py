@@ -56,18 +56,12 @@ def query_images(args, manifest: dict, index: str):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if {"-h", "--help"} & set(argv):
-        print(__doc__)
-        return 0
     try:
-        from rcdml.deploy.settings import SearchArgs, positional, split_args
+        from rcdml.deploy.settings import SearchArgs, parse_command
         from rcdml.deploy.store import INDEX, read_embeddings, read_folder
 
-        index_dir, keys = positional(argv, "INDEX", "runs/digits/embeddings/index")
-        args, unknown = split_args(SearchArgs, keys)
-        if unknown:
-            raise ConfigError(f"{unknown[0].split('=')[0]}: unknown key; allowed: query, queries, "
-                              "k, checkpoint, out, grid_queries, index.*")
+        index_dir, args = parse_command(SearchArgs, argv, "INDEX", "runs/digits/embeddings/index",
+                                        __doc__)
         if bool(args.query) == bool(args.queries):
             raise ConfigError("query: pass either query=IMAGE_OR_DIR or queries=EMBEDDINGS")
         path, items, manifest = read_folder("INDEX", index_dir, INDEX)

@@ -8,15 +8,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from rcdml.config import Config, ConfigError
+from rcdml.config import Config
 from rcdml.data import torch_loader
 from rcdml.data.datasets import ImageList
 from rcdml.data.transforms import eval_transform
 from rcdml.distributed import DistInfo
-from rcdml.engine.evaluator import read_checkpoint
+# The one place rcdml.deploy reads checkpoints from.
+from rcdml.engine.evaluator import load_model, read_checkpoint
 from rcdml.engine.learner import amp_dtype
 from rcdml.eval.embed import embed_shard, gather_in_order
-from rcdml.models import backbone_spec, build_model
+from rcdml.models import backbone_spec
 
 
 def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
@@ -43,14 +44,7 @@ def load_trained(cfg: Config, checkpoint: str) -> TrainedModel:
     """The network of ``checkpoint`` in eval mode on the CPU; config errors for a file that is
     not a checkpoint of ``cfg``'s model."""
     ckpt: dict[str, Any] = read_checkpoint(checkpoint, cfg)
-    network = build_model(cfg.model)
-    try:
-        network.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = next((s.strip() for s in str(e).splitlines()[1:] if s.strip()), str(e))
-        raise ConfigError(f"checkpoint: {checkpoint} holds other weights than "
-                          f"model.backbone={cfg.model.backbone}: {first}") from None
-    return TrainedModel(network.eval(), fingerprint(ckpt["model"]),
+    return TrainedModel(load_model(cfg, ckpt, checkpoint).eval(), fingerprint(ckpt["model"]),
                         backbone_spec(cfg.model.backbone).input_style, checkpoint,
                         ckpt.get("epoch"))
 

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal, Sequence, TypeVar
 
-from rcdml.config import ConfigError
+from rcdml.config import Config, ConfigError
 from rcdml.config.load import apply_overrides, parse_override
 from rcdml.config.typed import bounded, build
 from rcdml.deploy.index import IndexConfig
@@ -90,10 +90,32 @@ def require_path(key: str, value: str, example: str, folder: bool | None = None)
     return value
 
 
-def positional(argv: Sequence[str], key: str, example: str) -> tuple[str, list[str]]:
-    """(the one argument that is not ``key=value``, the others)."""
+def parse_command(cls: type[T], argv: Sequence[str], key: str, example: str,
+                  usage: str) -> tuple[str, T]:
+    """(the one argument that is not ``key=value``, ``cls`` built from the others) of a command
+    without a run config; a key that is not ``cls``'s is an error. ``-h`` prints ``usage`` and
+    exits, as argparse does."""
+    if {"-h", "--help"} & set(argv):
+        print(usage)
+        raise SystemExit(0)
     plain = [a for a in argv if "=" not in a]
     if len(plain) != 1:
         raise ConfigError(f"{key}: pass exactly one {key} (e.g. {example}) and key=value "
                           f"settings; got {len(plain)} other arguments")
-    return plain[0], [a for a in argv if "=" in a]
+    args, unknown = split_args(cls, [a for a in argv if "=" in a])
+    if unknown:
+        allowed = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ConfigError(f"{unknown[0].split('=')[0]}: unknown key; allowed: {allowed}")
+    return plain[0], args
+
+
+def parse_with_config(cls: type[T], prog: str, description: str,
+                      argv: Sequence[str]) -> tuple[T, Config]:
+    """(``cls`` from its ``key=value`` arguments, the run config from ``CONFIG`` and the other
+    overrides) of a command that needs a checkpoint; the checkpoint must be a file."""
+    from rcdml.cli.common import parse_config
+
+    args, rest = split_args(cls, argv)
+    cfg = parse_config(prog, description, rest)
+    require_path("checkpoint", args.checkpoint, "runs/digits/best.pt", folder=False)
+    return args, cfg

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
+
 from rcdml.config import Config, ConfigError
 from rcdml.data import build_pipeline
 from rcdml.distributed import DistInfo
@@ -40,10 +42,9 @@ def read_checkpoint(path: str, cfg: Config) -> dict[str, Any]:
     return ckpt
 
 
-def evaluate_checkpoint(cfg: Config, dist: DistInfo, ckpt: dict[str, Any],
-                        path: str) -> CheckpointEval:
-    """Score ``ckpt`` (from :func:`read_checkpoint`, loaded from ``path``) on ``cfg``'s
-    evaluation split."""
+def load_model(cfg: Config, ckpt: dict[str, Any], path: str) -> nn.Module:
+    """``cfg``'s model with the weights of ``ckpt`` (from :func:`read_checkpoint`, loaded from
+    ``path``), on the CPU."""
     model = build_model(cfg.model)
     try:
         model.load_state_dict(ckpt["model"])
@@ -51,7 +52,14 @@ def evaluate_checkpoint(cfg: Config, dist: DistInfo, ckpt: dict[str, Any],
         detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
         raise ConfigError(f"checkpoint: {path} does not fit model.backbone={cfg.model.backbone} "
                           f"model.embedding_size={cfg.model.embedding_size}: {detail}") from None
-    model.to(dist.device)
+    return model
+
+
+def evaluate_checkpoint(cfg: Config, dist: DistInfo, ckpt: dict[str, Any],
+                        path: str) -> CheckpointEval:
+    """Score ``ckpt`` (from :func:`read_checkpoint`, loaded from ``path``) on ``cfg``'s
+    evaluation split."""
+    model = load_model(cfg, ckpt, path).to(dist.device)
     pipeline = build_pipeline(cfg, dist, backbone_spec(cfg.model.backbone).input_style)
     amp = amp_dtype(cfg.train.amp, dist.device)
     embeddings = embed_eval_data(model, pipeline, dist.device, amp)
