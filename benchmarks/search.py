@@ -145,11 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--noise", type=float, default=1.0, help="noise scale of eval.py's generator")
     parser.add_argument("--train-size", type=int, default=50_000, help="ivfpq training sample")
     parser.add_argument("--pq-m", type=int, default=64)
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--nprobe", type=int, nargs="*", default=[8, 32])
     parser.add_argument("--refine", type=int, nargs="+", default=[4])
     parser.add_argument("--hnsw-m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=40)
-    parser.add_argument("--ef-search", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--ef-search", type=int, nargs="*", default=[32, 64])
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.dim, args.queries, args.pq_m = [2000], 32, 100, 8
