@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from rcdml.eval.metrics import rank_stats
-from rcdml.eval.ranking import unit_rows
+from rcdml.eval.ranking import RankStats, unit_rows
 
 THUMB, BORDER, CAPTION = 64, 3, 14
 QUERY_FRAME, RIGHT, WRONG, UNKNOWN = (40, 90, 230), (30, 170, 60), (220, 40, 40), (160, 160, 160)
@@ -83,19 +82,18 @@ def _rows(queries: np.ndarray, q_emb: torch.Tensor, g_emb: torch.Tensor, query, 
     return rows
 
 
-def training_pictures(embeddings, data, count: int, seed: int, chunk_size: int,
-                      folder: str, epoch: int) -> dict[str, torch.Tensor]:
+def training_pictures(embeddings, stats: RankStats, data, count: int, seed: int, folder: str,
+                      epoch: int) -> dict[str, torch.Tensor]:
     """Write ``folder/retrieval/epoch_NNN.png`` (``count`` seeded queries) and
     ``epoch_NNN_worst.png`` (the ``count`` queries with the most other-class items before their
     first correct match) from an evaluation's embeddings (``EvalEmbeddings``) of ``data``
-    (``RetrievalData``); returns them as TensorBoard images by tag."""
+    (``RetrievalData``) and its per-query ``stats`` (reused: ranking all queries again would
+    cost as much as the evaluation); returns them as TensorBoard images by tag."""
     from rcdml.deploy.store import atomic_write_bytes
 
     self_retrieval = embeddings.gallery is None
     gallery = data.query if self_retrieval else data.gallery
     g_emb = embeddings.query if self_retrieval else embeddings.gallery
-    stats = rank_stats(embeddings.query, embeddings.query_labels, embeddings.gallery,
-                       embeddings.gallery_labels, with_map=False, chunk_size=chunk_size)
     # Queries without any correct item in the gallery cannot be ranked; leave them out.
     rankable = torch.nonzero(stats.relevant > 0).flatten()
     order = torch.argsort(stats.before_first[rankable], descending=True, stable=True)

@@ -28,7 +28,8 @@ from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
 from rcdml.deploy.pictures import training_pictures
-from rcdml.eval.retrieval import embed_eval_data, score
+from rcdml.eval.metrics import rank_stats, summarize
+from rcdml.eval.retrieval import embed_eval_data
 from rcdml.losses import NonFiniteEmbeddings, build_loss
 from rcdml.models import backbone_spec, build_model
 from rcdml.monitor import RunMonitor
@@ -218,10 +219,14 @@ class Trainer:
         return metrics
 
     def evaluate(self) -> dict[str, float]:
-        # Kept for the retrieval pictures, which rank the same embeddings.
-        self.eval_embeddings = embed_eval_data(self.model, self.pipeline, self.device,
-                                               amp_dtype(self.cfg.train.amp, self.device))
-        results = score(self.eval_embeddings, self.cfg.eval)
+        # Embeddings and per-query ranks are kept for the retrieval pictures.
+        cfg = self.cfg.eval
+        emb = self.eval_embeddings = embed_eval_data(self.model, self.pipeline, self.device,
+                                                     amp_dtype(self.cfg.train.amp, self.device))
+        self.eval_stats = rank_stats(emb.query, emb.query_labels, emb.gallery, emb.gallery_labels,
+                                     with_map=cfg.map_at_r, chunk_size=cfg.chunk_size,
+                                     distributed=is_distributed())
+        results = summarize(self.eval_stats, cfg.ks, cfg.map_at_r)
         return {f"eval/{name}": v for name, v in results.items()}
 
     def _diagnostics(self, epoch: int, improved: bool) -> None:
@@ -229,9 +234,9 @@ class Trainer:
         best epoch."""
         step = (epoch + 1) * self.pipeline.steps_per_epoch
         if is_main() and self.cfg.monitor.retrieval_queries:
-            pictures = training_pictures(self.eval_embeddings, self.pipeline.data,
+            pictures = training_pictures(self.eval_embeddings, self.eval_stats, self.pipeline.data,
                                          self.cfg.monitor.retrieval_queries, self.cfg.train.seed,
-                                         self.cfg.eval.chunk_size, self.cfg.output_dir, epoch + 1)
+                                         self.cfg.output_dir, epoch + 1)
             for tag, image in pictures.items():
                 self.monitor.image(tag, image, step)
         if self.probe is None:

@@ -9,6 +9,7 @@ from PIL import Image
 from rcdml.data.datasets import ImageList, RetrievalData
 from rcdml.deploy.pictures import (RIGHT, WRONG, Row, cell_size, grid, sample_queries,
                                    training_pictures)
+from rcdml.eval.metrics import rank_stats
 from rcdml.eval.retrieval import EvalEmbeddings
 
 
@@ -34,7 +35,8 @@ def test_training_pictures_sample_and_worst(tmp_path):
     labels = [i // 3 for i in range(12)]
     emb = torch.randn(12, 8, generator=torch.Generator().manual_seed(0))
     data = RetrievalData(ImageList([], []), ImageList(paths, labels))
-    out = training_pictures(EvalEmbeddings(emb, torch.tensor(labels)), data, 4, 0, 5,
+    stats = rank_stats(emb, torch.tensor(labels), with_map=False, chunk_size=5)
+    out = training_pictures(EvalEmbeddings(emb, torch.tensor(labels)), stats, data, 4, 0,
                             str(tmp_path / "run"), 3)
     width, height = cell_size()
     assert set(out) == {"retrieval/sample", "retrieval/worst"}
