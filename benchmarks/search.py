@@ -12,6 +12,12 @@ construction and training), queries per second (all queries in one batched call,
 exact neighbours of faiss flat: ``R@10``, the fraction of queries whose exact nearest neighbour is
 among the 10 returned (faiss's benchmark convention), and ``10-recall@10``, the fraction of the
 exact 10 nearest that are returned. Ratios are against faiss flat, measured in the same run.
+
+Measured on the shared 2-core CPU (heavily loaded, so absolute QPS are low), N = 600,000,
+``--noise 0.5 --queries 300 --nprobe 128 256 --ef-search``: faiss flat 26 QPS; ivfpq nprobe=128
+refine=4 R@10 0.970 at 16.2x, nprobe=256 R@10 0.993 at 7.9x, 1.04x flat's memory (the exact
+vectors are kept for the re-ranking). The exact top-10 beyond a query's few same-class items are
+near-random points here, hence the low 10-recall@10 of every approximate index.
 """
 from __future__ import annotations
 
