@@ -36,14 +36,14 @@ BASELINE = "PML p@1"
 OURS = "rcdml R@K"
 
 
-def sop_like(n: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def sop_like(n: int, dim: int, seed: int = 0, noise: float = 2.5) -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng(seed)
     sizes = rng.integers(2, 10, n // 2)
     labels = np.repeat(np.arange(len(sizes)), sizes)[:n]
     if np.sum(labels == labels[-1]) == 1:  # the cut left a single-image class
         labels[-1] = labels[-2]
     centers = rng.standard_normal((len(sizes), dim), dtype=np.float32)
-    x = centers[labels] + 2.5 * rng.standard_normal((n, dim), dtype=np.float32)
+    x = centers[labels] + noise * rng.standard_normal((n, dim), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return torch.from_numpy(x), torch.from_numpy(labels)
 

@@ -165,6 +165,10 @@ class MonitorConfig:
     # epoch; 0 disables both.
     sample_size: int = bounded(512, ge=0)
     projector: bool = True
+    # Evaluation queries (a seeded sample, the same every time) drawn with their top-8 at each
+    # evaluation, plus as many worst queries: retrieval/epoch_NNN[_worst].png and TensorBoard
+    # images, rank 0; 0 disables.
+    retrieval_queries: int = bounded(8, ge=0)
 
 
 @dataclass

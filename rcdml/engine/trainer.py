@@ -35,13 +35,15 @@ from rcdml.engine.checkpoint import BEST, LAST, CheckpointManager, CheckpointMis
 from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
-from rcdml.monitor.summary import read_rows, run_summary
-from rcdml.eval.retrieval import evaluate_retrieval
+from rcdml.eval.metrics import summarize
+from rcdml.eval.retrieval import embed_eval_data, rank
 from rcdml.losses import GlobalBatchLoss, NonFiniteEmbeddings, build_loss
 from rcdml.models import EmbeddingNet, backbone_spec, build_model
 from rcdml.log import get_logger
 from rcdml.monitor import (EmbeddingProbe, RunMonitor, intra_class_similarities,
                            proxy_similarities)
+from rcdml.monitor.pictures import training_pictures
+from rcdml.monitor.summary import read_rows, run_summary
 
 log = get_logger(__name__)
 
@@ -293,16 +295,27 @@ class Trainer:
         return metrics
 
     def evaluate(self) -> dict[str, float]:
-        results = evaluate_retrieval(self.model, self.pipeline, self.device, self.cfg.eval,
-                                     amp_dtype(self.cfg.eval.amp, self.device),
-                                     self.backend.collective_forward)
+        # Embeddings and per-query ranks are kept for the retrieval pictures.
+        cfg = self.cfg.eval
+        emb = self.eval_embeddings = embed_eval_data(self.model, self.pipeline, self.device,
+                                                     amp_dtype(cfg.amp, self.device),
+                                                     self.backend.collective_forward)
+        self.eval_stats = rank(emb, cfg)
+        results = summarize(self.eval_stats, cfg.ks, cfg.map_at_r)
         return {f"eval/{name}": v for name, v in results.items()}
 
     def _diagnostics(self, epoch: int, improved: bool) -> None:
-        """Similarity histograms every evaluation; the projector at a new best epoch."""
+        """Similarity histograms and retrieval pictures every evaluation; the projector at a new
+        best epoch."""
+        step = (epoch + 1) * self.pipeline.steps_per_epoch
+        if is_main() and self.cfg.monitor.retrieval_queries:
+            pictures = training_pictures(self.eval_embeddings, self.eval_stats, self.pipeline.data,
+                                         self.cfg.monitor.retrieval_queries, self.cfg.train.seed,
+                                         self.cfg.output_dir, epoch + 1)
+            for tag, image in pictures.items():
+                self.monitor.image(tag, image, step)
         if self.probe is None:
             return
-        step = (epoch + 1) * self.pipeline.steps_per_epoch
         embeddings = self.probe.embed(self.model, self.device)
         self.monitor.histogram("similarity/intra_class",
                                intra_class_similarities(embeddings, self.probe.labels), step)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from rcdml.config import Config, ConfigError
 from rcdml.config.identity import MODEL_KEYS, split_differences
@@ -40,10 +41,9 @@ def read_checked_checkpoint(path: str, cfg: Config) -> dict[str, Any]:
     return ckpt
 
 
-def evaluate_checkpoint(cfg: Config, dist: DistInfo, ckpt: dict[str, Any], path: str,
-                        amp: torch.dtype | None) -> CheckpointEval:
-    """Score ``ckpt`` (from :func:`read_checked_checkpoint`, loaded from ``path``) on ``cfg``'s
-    evaluation split, under autocast to ``amp`` (None: full precision)."""
+def load_model(cfg: Config, ckpt: dict[str, Any], path: str) -> nn.Module:
+    """``cfg``'s model with the weights of ``ckpt`` (from :func:`read_checked_checkpoint`, loaded
+    from ``path``), on the CPU."""
     model = build_model(cfg.model)
     try:
         model.load_state_dict(ckpt["model"])
@@ -51,7 +51,14 @@ def evaluate_checkpoint(cfg: Config, dist: DistInfo, ckpt: dict[str, Any], path:
         detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
         raise ConfigError(f"checkpoint: {path} does not fit model.backbone={cfg.model.backbone} "
                           f"model.embedding_size={cfg.model.embedding_size}: {detail}") from None
-    model.to(dist.device)
+    return model
+
+
+def evaluate_checkpoint(cfg: Config, dist: DistInfo, ckpt: dict[str, Any], path: str,
+                        amp: torch.dtype | None) -> CheckpointEval:
+    """Score ``ckpt`` (from :func:`read_checked_checkpoint`, loaded from ``path``) on ``cfg``'s
+    evaluation split, under autocast to ``amp`` (None: full precision)."""
+    model = load_model(cfg, ckpt, path).to(dist.device)
     pipeline = build_eval_pipeline(cfg, dist, backbone_spec(cfg.model.backbone).input_style)
     embeddings = embed_eval_data(model, pipeline, dist.device, amp)
     return CheckpointEval(score(embeddings, cfg.eval), embeddings, ckpt.get("epoch"))

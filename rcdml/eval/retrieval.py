@@ -12,7 +12,8 @@ from rcdml.data.datasets import ImageList
 from rcdml.data.pipeline import EvalPipeline
 from rcdml.distributed import is_distributed
 from rcdml.eval.embed import embed_shard, full_precision, gather_in_order
-from rcdml.eval.metrics import retrieval_metrics
+from rcdml.eval.metrics import rank_stats, summarize
+from rcdml.eval.ranking import RankStats
 
 
 @dataclass
@@ -51,13 +52,18 @@ def embed_eval_data(model: nn.Module, pipeline: EvalPipeline, device: torch.devi
     return out
 
 
-def score(embeddings: EvalEmbeddings, cfg: EvalConfig) -> dict[str, float]:
-    """The metrics ``cfg`` asks for; under torchrun each rank ranks a share of the queries and
+def rank(embeddings: EvalEmbeddings, cfg: EvalConfig) -> RankStats:
+    """Every query's ranking numbers; under torchrun each rank ranks a share of the queries and
     all ranks return the same numbers."""
     with full_precision():
-        return retrieval_metrics(embeddings.query, embeddings.query_labels, cfg.ks,
-                                 embeddings.gallery, embeddings.gallery_labels, with_map=cfg.map_at_r,
-                                 chunk_size=cfg.chunk_size, distributed=is_distributed())
+        return rank_stats(embeddings.query, embeddings.query_labels, embeddings.gallery,
+                          embeddings.gallery_labels, with_map=cfg.map_at_r,
+                          chunk_size=cfg.chunk_size, distributed=is_distributed())
+
+
+def score(embeddings: EvalEmbeddings, cfg: EvalConfig) -> dict[str, float]:
+    """The metrics ``cfg`` asks for (see :func:`rank`)."""
+    return summarize(rank(embeddings, cfg), cfg.ks, cfg.map_at_r)
 
 
 def evaluate_retrieval(model: nn.Module, pipeline: EvalPipeline, device: torch.device,

@@ -74,6 +74,11 @@ class RunMonitor:
         if self.writer is not None and len(values):
             self.writer.add_histogram(tag, values, step)
 
+    def image(self, tag: str, image, step: int) -> None:
+        """A (3, H, W) image in [0, 1]."""
+        if self.writer is not None:
+            self.writer.add_image(tag, image, step)
+
     def projector(self, embeddings, labels, thumbnails, step: int) -> None:
         if self.writer is not None:
             self.writer.add_embedding(embeddings, metadata=[int(v) for v in labels],

@@ -1,0 +1,48 @@
+"""``rcdml-embed CONFIG checkpoint=PATH input=DIR_OR_LIST out=DIR [dtype=float16] [key=value ...]``:
+embed every image of a folder tree or list file with a checkpoint's network and the run's
+evaluation transform, alone or under torchrun (each image embedded once, on one rank).
+
+Rank 0 writes ``out/embeddings.npy``, ``out/items.tsv`` (path and label of each row) and
+``out/manifest.json`` (checkpoint, model settings, count, dimension, the model's fingerprint).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from rcdml.cli.common import config_error
+from rcdml.config import ConfigError
+
+PROG = "rcdml-embed"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        from rcdml.deploy.settings import EmbedArgs, parse_with_config, require_path
+
+        args, cfg = parse_with_config(EmbedArgs, PROG, "Embed a folder tree or a list of images "
+                                      "with a checkpoint.", argv)
+        require_path("input", args.input, "DIR_OR_LIST")
+        if not args.out:
+            raise ConfigError("out: missing; pass out=DIR, the folder for the embeddings")
+        from rcdml.deploy.embed import embed_items, list_images, manifest, readable
+        from rcdml.deploy.model import load_trained
+
+        items = readable("input", list_images("input", args.input), cfg)
+        model = load_trained(cfg, args.checkpoint)
+    except ConfigError as e:
+        return config_error(PROG, e)
+    from rcdml.deploy.store import write_embeddings
+    from rcdml.distributed import init_distributed, is_main, shutdown
+
+    info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
+    try:
+        array = embed_items(model, items, cfg, info).astype(args.dtype)
+        if is_main():
+            write_embeddings(args.out, array, items, manifest(model, cfg, args.input, array))
+            print(f"{PROG}: wrote {array.shape[0]} x {array.shape[1]} {args.dtype} embeddings "
+                  f"to {args.out}")
+    finally:
+        shutdown()
+    return 0

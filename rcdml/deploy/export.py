@@ -1,0 +1,79 @@
+"""Export the embedding network for serving: TorchScript or ONNX, input RGB images in [0, 1]
+of shape (batch, 3, size, size) with a dynamic batch, output the embeddings (l2-normalised when
+the model is). The backbone's input normalisation is part of the exported graph, and every
+export is checked against PyTorch on real images."""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from rcdml.data.transforms import normalization
+
+# fp32 on CPU: what the exported model must reproduce, at most, in max abs difference.
+PARITY_TOLERANCE = 1e-5
+INPUT, OUTPUT = "images", "embeddings"
+
+
+class ServingModel(nn.Module):
+    """The backbone's input normalisation (channel order, mean, std) followed by the network."""
+
+    def __init__(self, network: nn.Module, input_style: str) -> None:
+        super().__init__()
+        norm = normalization(input_style)
+        self.network = network
+        self.order = [2, 1, 0] if norm.bgr else [0, 1, 2]
+        self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1) / 255.0)
+        self.register_buffer("std", torch.tensor(norm.std).view(1, 3, 1, 1) / 255.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network((images[:, self.order] - self.mean) / self.std)
+
+
+def export_bytes(model: ServingModel, example: torch.Tensor, fmt: str, opset: int) -> bytes:
+    """The serialised ``model`` (in eval mode) traced on ``example``."""
+    model.eval()
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        if fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(model, example), buffer)
+        else:
+            import onnx
+
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset,
+                verbose=False)
+            proto = program.model_proto
+            onnx.checker.check_model(proto, full_check=True)
+            buffer.write(proto.SerializeToString())
+    return buffer.getvalue()
+
+
+def run_exported(data: bytes, fmt: str, images: torch.Tensor) -> np.ndarray:
+    """The exported model's output on ``images`` (CPU; onnxruntime for ONNX)."""
+    if fmt == "torchscript":
+        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
+        with torch.no_grad():
+            return loaded(images).numpy()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT], {INPUT: images.numpy()})[0]
+
+
+def parity(model: ServingModel, data: bytes, fmt: str, images: torch.Tensor) -> float:
+    """Max abs difference between the exported model and ``model`` on ``images``."""
+    with torch.no_grad():
+        expected = model.eval()(images).numpy()
+    got = run_exported(data, fmt, images)
+    if got.shape != expected.shape:
+        return float("inf")
+    return float(np.abs(got - expected).max())
+
+
+def default_path(checkpoint: str, fmt: str) -> str:
+    return os.path.splitext(checkpoint)[0] + (".ts" if fmt == "torchscript" else ".onnx")

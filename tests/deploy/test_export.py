@@ -1,0 +1,33 @@
+"""TorchScript and ONNX exports match PyTorch to 1e-5 (fp32, CPU) with a dynamic batch, for
+ResNet-18 and BN-Inception (random weights, 64 px), and the ONNX graph passes onnx's checker."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rcdml.config import load_config
+from rcdml.deploy.export import PARITY_TOLERANCE, ServingModel, export_bytes, parity
+from rcdml.models import backbone_spec, build_model
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "bn_inception"])
+def test_exports_match_pytorch(backbone):
+    torch.manual_seed(0)
+    cfg = load_config(None, [f"model.backbone={backbone}", "model.embedding_size=64"])
+    model = ServingModel(build_model(cfg.model), backbone_spec(backbone).input_style)
+    images = torch.rand(5, 3, 64, 64)  # another batch size than the export's example
+    for fmt in ("torchscript", "onnx"):
+        data = export_bytes(model, torch.rand(2, 3, 64, 64), fmt, opset=18)
+        assert parity(model, data, fmt, images) <= PARITY_TOLERANCE, fmt
+
+
+def test_serving_model_applies_the_backbone_normalisation():
+    from rcdml.data.transforms import Normalize, normalization
+
+    image = torch.rand(3, 8, 8)
+    for style in ("imagenet", "bn_inception"):
+        model = ServingModel(torch.nn.Identity(), style)
+        expected = Normalize(normalization(style))(image)
+        torch.testing.assert_close(model(image[None])[0], expected, rtol=1e-5, atol=1e-4)
