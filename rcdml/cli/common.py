@@ -7,7 +7,7 @@ import dataclasses
 import os
 import sys
 import typing
-from typing import Sequence
+from typing import Any, Sequence
 
 import rcdml
 from rcdml.config import Config, ConfigError, dump_config, load_config
@@ -72,3 +72,15 @@ def config_error(prog: str, error: ConfigError) -> int:
 
 def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def parse_with_config(cls: type, prog: str, description: str,
+                      argv: Sequence[str]) -> tuple[Any, Config]:
+    """(``cls`` from its ``key=value`` arguments, the run config from ``CONFIG`` and the other
+    overrides) of a command that needs a checkpoint; the checkpoint must be a file."""
+    from rcdml.deploy.settings import require_path, split_args
+
+    args, rest = split_args(cls, argv)
+    cfg = parse_config(prog, description, rest)
+    require_path("checkpoint", args.checkpoint, "runs/digits/best.pt", folder=False)
+    return args, cfg

@@ -19,7 +19,8 @@ PROG = "rcdml-embed"
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        from rcdml.deploy.settings import EmbedArgs, parse_with_config, require_path
+        from rcdml.cli.common import parse_with_config
+        from rcdml.deploy.settings import EmbedArgs, require_path
 
         args, cfg = parse_with_config(EmbedArgs, PROG, "Embed a folder tree or a list of images "
                                       "with a checkpoint.", argv)

@@ -33,7 +33,8 @@ def parity_batch(cfg, input_style: str, count: int) -> torch.Tensor:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        from rcdml.deploy.settings import ExportArgs, parse_with_config
+        from rcdml.cli.common import parse_with_config
+        from rcdml.deploy.settings import ExportArgs
 
         args, cfg = parse_with_config(ExportArgs, PROG, "Export a checkpoint's network to "
                                       "TorchScript or ONNX.", argv)

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal, Sequence, TypeVar
 
-from rcdml.config import Config, ConfigError
+from rcdml.config import ConfigError
 from rcdml.config.load import apply_overrides, parse_override
 from rcdml.config.typed import bounded, build
 from rcdml.deploy.index import IndexConfig
@@ -107,15 +107,3 @@ def parse_command(cls: type[T], argv: Sequence[str], key: str, example: str,
         allowed = ", ".join(f.name for f in dataclasses.fields(cls))
         raise ConfigError(f"{unknown[0].split('=')[0]}: unknown key; allowed: {allowed}")
     return plain[0], args
-
-
-def parse_with_config(cls: type[T], prog: str, description: str,
-                      argv: Sequence[str]) -> tuple[T, Config]:
-    """(``cls`` from its ``key=value`` arguments, the run config from ``CONFIG`` and the other
-    overrides) of a command that needs a checkpoint; the checkpoint must be a file."""
-    from rcdml.cli.common import parse_config
-
-    args, rest = split_args(cls, argv)
-    cfg = parse_config(prog, description, rest)
-    require_path("checkpoint", args.checkpoint, "runs/digits/best.pt", folder=False)
-    return args, cfg

@@ -35,7 +35,7 @@ from rcdml.engine.checkpoint import BEST, LAST, CheckpointManager, CheckpointMis
 from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
-from rcdml.eval.metrics import summarize
+from rcdml.eval.metrics import retrieval_metrics, summarize
 from rcdml.eval.retrieval import embed_eval_data, rank
 from rcdml.losses import GlobalBatchLoss, NonFiniteEmbeddings, build_loss
 from rcdml.models import EmbeddingNet, backbone_spec, build_model
@@ -390,11 +390,17 @@ class Trainer:
         return final
 
     def _baseline(self) -> dict[str, float]:
-        """The dataset's recorded baseline, which describes its default evaluation split only."""
+        """Cosine retrieval on the dataset's recorded raw features, which describe its default
+        evaluation split only."""
         read = dataset_spec(self.cfg.data.name).baseline
         if read is None or self.cfg.data.eval_classes is not None:
             return {}
-        return read(self.cfg.data.root)
+        found = read(self.cfg.data.root)
+        if found is None:
+            return {}
+        features, labels = found
+        return retrieval_metrics(torch.from_numpy(features), torch.from_numpy(labels),
+                                 self.cfg.eval.ks, with_map=self.cfg.eval.map_at_r)
 
 
 def _merge(totals: dict[str, float], sums: dict[str, torch.Tensor], counted: int) -> dict[str, float]:

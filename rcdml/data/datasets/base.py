@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from rcdml.registry import Registry
 
 
@@ -77,16 +79,17 @@ class DatasetSpec:
     embedded: bool = False
     # Where the official archives come from and how ``data.root`` must look once extracted.
     download: str = ""
-    # Metrics of a baseline recorded with the dataset (e.g. raw-pixel cosine R@K of its default
-    # evaluation split), read from ``data.root``; None when the dataset records none.
-    baseline: Callable[[str], dict[str, float]] | None = None
+    # Raw features (rows) and labels of the default evaluation split recorded with the dataset,
+    # whose cosine retrieval is the baseline a network must beat (e.g. raw pixels), read from
+    # ``data.root``; None when the dataset records none.
+    baseline: Callable[[str], tuple[np.ndarray, np.ndarray] | None] | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def register_dataset(name: str, embedded: bool = False, download: str = "",
-                     baseline: Callable[[str], dict[str, float]] | None = None):
+                     baseline: Callable[[str], tuple[np.ndarray, np.ndarray] | None] | None = None):
     """Register ``read(root) -> Catalog`` under ``name``."""
     return DATASETS.register(name, lambda read: DatasetSpec(read, embedded, download, baseline))
 

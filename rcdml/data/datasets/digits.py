@@ -9,8 +9,8 @@
 
 Both are written once as a ``root/<digit>/<image>.png`` folder, so they go through the same reader
 and image pipeline as any real dataset. Protocol: train on digits 0-4, retrieve among 5-9. Next
-to the images, ``raw_pixels.json`` holds the retrieval metrics of cosine similarity on the raw
-pixels of the evaluation images (digits 5-9), the baseline a trained network must beat.
+to the images, ``raw_pixels.npz`` holds the raw pixels and labels of the evaluation images
+(digits 5-9): their cosine retrieval is the baseline a trained network must beat.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import tempfile
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 from PIL import Image, ImageFilter
 
 from rcdml.config import ConfigError
@@ -30,8 +29,7 @@ from rcdml.data.datasets.folder import halves_catalog, scan_class_folders
 from rcdml.distributed import main_process_first
 
 _COMPLETE = ".complete"
-BASELINE_FILE = "raw_pixels.json"
-BASELINE_KS = (1, 2, 4, 8)
+BASELINE_FILE = "raw_pixels.npz"
 # Digits 0-4 train, 5-9 are retrieved (the default split of the sorted class folders).
 FIRST_EVAL_DIGIT = 5
 
@@ -110,15 +108,6 @@ def distorted_images(images: np.ndarray, labels: np.ndarray) -> Images:
             yield int(label), f"{index:04d}_{copy}.png", distort(image, rng)
 
 
-def raw_pixel_metrics(pixels: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Retrieval metrics of cosine similarity on raw pixels (rows of ``pixels``), the queries
-    retrieving among each other."""
-    from rcdml.eval.metrics import retrieval_metrics
-
-    return retrieval_metrics(torch.from_numpy(pixels.reshape(len(pixels), -1)).double(),
-                             torch.from_numpy(labels), BASELINE_KS)
-
-
 def materialize(root: str, name: str, build: Callable[[np.ndarray, np.ndarray], Images]) -> None:
     """Write dataset ``name`` as PNGs under ``root`` unless a complete copy is already there.
 
@@ -144,18 +133,17 @@ def materialize(root: str, name: str, build: Callable[[np.ndarray, np.ndarray], 
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=parent)
-    eval_pixels, eval_labels = [], []
+    evaluation = []
     for label, filename, pixels in build(digits.images, digits.target):
         folder = os.path.join(tmp, str(label))
         os.makedirs(folder, exist_ok=True)
         Image.fromarray(pixels, mode="L").save(os.path.join(folder, filename))
         if label >= FIRST_EVAL_DIGIT:
-            eval_pixels.append(pixels)
-            eval_labels.append(label)
-    baseline = raw_pixel_metrics(np.stack(eval_pixels), np.array(eval_labels))
-    with open(os.path.join(tmp, BASELINE_FILE), "w") as f:
-        json.dump({"what": "cosine similarity of the raw pixels, digits 5-9 retrieving among "
-                           "each other", "metrics": baseline}, f, indent=1)
+            evaluation.append((label, filename, pixels))
+    # In the order a scan of the folders lists the files.
+    evaluation.sort(key=lambda item: item[:2])
+    np.savez(os.path.join(tmp, BASELINE_FILE), pixels=np.stack([p for _, _, p in evaluation]),
+             labels=np.array([label for label, _, _ in evaluation]))
     with open(os.path.join(tmp, _COMPLETE), "w") as f:
         f.write(expected)
     try:
@@ -166,14 +154,14 @@ def materialize(root: str, name: str, build: Callable[[np.ndarray, np.ndarray], 
             raise
 
 
-def raw_pixel_baseline(root: str) -> dict[str, float]:
-    """The raw-pixel metrics recorded when ``root`` was written (default split only); none for
-    a plain-digits tree written before baselines were recorded."""
+def raw_pixel_baseline(root: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The raw pixels (one float64 row per image) and labels of the evaluation digits, recorded
+    when ``root`` was written; None for a tree written before they were recorded."""
     path = os.path.join(root, BASELINE_FILE)
     if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)["metrics"]
+        return None
+    with np.load(path) as saved:
+        return saved["pixels"].reshape(len(saved["pixels"]), -1).astype(np.float64), saved["labels"]
 
 
 def _reader(name: str, build: Callable[[np.ndarray, np.ndarray], Images]) -> Callable[[str], Catalog]:
