@@ -80,6 +80,7 @@ def test_pa_only_ablation_trains_end_to_end(tmp_path, omniglot_root):
         env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stdout + result.stderr
     with open(run / "metrics.jsonl") as f:
-        row = json.loads(f.readline())
+        row = [json.loads(line) for line in f][-1]
+    assert row["epoch"] == 1
     assert {"train/loss", "train/pa_pos", "train/pa_neg", "eval/R@1"} <= set(row)
     assert "train/prc" not in row and "train/src" not in row
