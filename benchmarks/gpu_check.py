@@ -166,7 +166,7 @@ if importlib.util.find_spec("nvidia.dali") is None:
         run = os.path.join(self.work, name)
         text = self.step(name, budget_s, [
             sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={self.nproc}", "launch/train.py", "configs/digits.yaml",
+            f"--nproc_per_node={self.nproc}", "launch/train.py", "configs/digits8x8.yaml",
             f"output_dir={run}", "data.name=folder", f"data.root={self.data}",
             f"model.backbone={self.backbone}", "model.embedding_size=512", "model.freeze_bn=true",
             f"data.image_size={self.size}", f"data.resize_size={self.resize}",
@@ -182,7 +182,8 @@ if importlib.util.find_spec("nvidia.dali") is None:
             with open(path) as f:
                 rows = [json.loads(line) for line in f if line.strip()]
             for row in rows:
-                self.note(f"  epoch {row['epoch']}: {row['perf/images_per_s']:.0f} images/s, "
+                # The epoch-0 row holds the untrained network's evaluation only.
+                self.note(f"  epoch {row['epoch']}: {row.get('perf/images_per_s', 0.0):.0f} images/s, "
                           f"R@1 {row.get('eval/R@1', float('nan')):.4f}, loss "
                           f"{row.get('train/loss', float('nan')):.4f}, GPU memory "
                           f"{row.get('perf/gpu_mem_gib', 0.0):.2f} GiB")
