@@ -64,11 +64,3 @@ def rank(embeddings: EvalEmbeddings, cfg: EvalConfig) -> RankStats:
 def score(embeddings: EvalEmbeddings, cfg: EvalConfig) -> dict[str, float]:
     """The metrics ``cfg`` asks for (see :func:`rank`)."""
     return summarize(rank(embeddings, cfg), cfg.ks, cfg.map_at_r)
-
-
-def evaluate_retrieval(model: nn.Module, pipeline: EvalPipeline, device: torch.device,
-                       cfg: EvalConfig, amp_dtype: torch.dtype | None = None,
-                       equal_forwards: bool = False) -> dict[str, float]:
-    """``{"R@k": ..., "MAP@R": ..., "RP": ...}`` for ``cfg`` (MAP@R and RP when
-    ``cfg.map_at_r``); the same numbers on every rank."""
-    return score(embed_eval_data(model, pipeline, device, amp_dtype, equal_forwards), cfg)

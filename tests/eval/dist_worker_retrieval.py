@@ -1,5 +1,5 @@
-"""torchrun worker for test_retrieval.py: ``evaluate_retrieval`` with a fake model and loader that
-record which images each rank embeds. Writes ``OUT/rank<r>.json``.
+"""torchrun worker for test_retrieval.py: ``score(embed_eval_data(...))``, the evaluation's two
+steps, with a fake model and loader that record which images each rank embeds. Writes ``OUT/rank<r>.json``.
 
 An "image" is its row number in one embedding table (queries, then gallery), so the fake model
 returns fixed embeddings whichever rank embeds them and can record exactly what it saw.
@@ -17,7 +17,7 @@ from torch import nn
 
 from rcdml.config.schema import EvalConfig
 from rcdml.distributed import get_rank, get_world_size, init_distributed, shutdown
-from rcdml.eval.retrieval import evaluate_retrieval
+from rcdml.eval.retrieval import embed_eval_data, score
 
 KINDS = ("self", "inshop")
 EVAL = EvalConfig(ks=[1, 2, 4, 8, 500], batch_size=10, chunk_size=16)
@@ -92,7 +92,7 @@ def model_and_pipeline(kind: str, pad: bool = False) -> tuple[TableModel, FakePi
 
 def run(kind: str) -> tuple[dict[str, float], list[int]]:
     model, pipeline = model_and_pipeline(kind)
-    metrics = evaluate_retrieval(model, pipeline, torch.device("cpu"), EVAL)
+    metrics = score(embed_eval_data(model, pipeline, torch.device("cpu")), EVAL)
     return metrics, model.seen
 
 
@@ -103,7 +103,7 @@ def main(out: str) -> None:
         report["metrics"][kind], report["seen"][kind] = run(kind)
     model, pipeline = model_and_pipeline("self", pad=True)
     try:
-        evaluate_retrieval(model, pipeline, torch.device("cpu"), EVAL)
+        score(embed_eval_data(model, pipeline, torch.device("cpu")), EVAL)
         report["padding_error"] = None
     except RuntimeError as e:
         report["padding_error"] = str(e)
