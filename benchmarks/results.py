@@ -14,17 +14,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
-import json
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join("launch", "train.py")
+from study import METRICS, ROOT, hardware, mean_std, train_command, train_once, write_report
 
 # name -> (label, recipe, overrides); the ablations differ only in the loss keys of their recipe.
 METHODS = {
@@ -40,7 +35,6 @@ METHODS = {
     "pml_multi_similarity": ("PML MultiSimilarityLoss", "configs/omniglot.yaml",
                              ["loss.name=multi_similarity"]),
 }
-METRICS = ["eval/R@1", "eval/R@2", "eval/R@4", "eval/R@8", "eval/MAP@R"]
 # A tiny version of every run, for checking the script.
 SMOKE = ["train.epochs=1", "data.train_classes=1-8", "data.eval_classes=965-972", "data.image_size=16",
          "data.resize_size=16", "train.batch_size=16"]
@@ -50,68 +44,11 @@ def run_dir(out: str, method: str, seed: int) -> str:
     return os.path.join(out, "runs", f"{method}-seed{seed}")
 
 
-def command(method: str, seed: int, out: str, root: str, extra: list[str]) -> list[str]:
+def train(method: str, seed: int, args) -> dict:
     _, recipe, overrides = METHODS[method]
-    return [sys.executable, TRAIN, recipe, *overrides, f"train.seed={seed}",
-            f"output_dir={run_dir(out, method, seed)}", f"data.root={root}",
-            "train.progress=false", *extra]
-
-
-def read_result(folder: str) -> dict | None:
-    """The last epoch's metrics and the wall time of a finished run, or None."""
-    done = os.path.join(folder, "result.json")
-    if not os.path.exists(done):
-        return None
-    with open(done) as f:
-        return json.load(f)
-
-
-def train_once(method: str, seed: int, args) -> dict:
     folder = run_dir(args.out, method, seed)
-    cached = read_result(folder)
-    if cached is not None:
-        print(f"{method} seed {seed}: reusing {folder}", flush=True)
-        return cached
-    cmd = command(method, seed, args.out, args.root, SMOKE if args.smoke else [])
-    print(f"{method} seed {seed}: {shlex.join(cmd)}", flush=True)
-    os.makedirs(folder, exist_ok=True)
-    start = time.perf_counter()
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    with open(os.path.join(folder, "train.log"), "w") as log:
-        code = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-    wall = time.perf_counter() - start
-    if code != 0:
-        raise SystemExit(f"{method} seed {seed} failed (exit {code}); see {folder}/train.log")
-    with open(os.path.join(folder, "metrics.jsonl")) as f:
-        last = [json.loads(line) for line in f][-1]
-    result = {"method": method, "seed": seed, "wall_s": wall, "threads": args.threads,
-              "jobs": args.jobs, "command": shlex.join(cmd),
-              "epochs": last["epoch"], **{m: last[m] for m in METRICS if m in last}}
-    with open(os.path.join(folder, "result.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    return result
-
-
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, GPU: {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{100 * values[0]:.2f}"
-    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+    cmd = train_command(recipe, [*overrides, *(SMOKE if args.smoke else [])], seed, folder, args.root)
+    return train_once(cmd, folder, args.threads, args.jobs, {"method": method, "seed": seed})
 
 
 def report(results: list[dict], args, total_s: float) -> str:
@@ -180,13 +117,10 @@ def main() -> None:
     # Seed by seed, so a partial run already compares every method.
     plan = [(method, seed) for seed in args.seeds for method in args.methods]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda job: train_once(*job, args), plan))
+        results = list(pool.map(lambda job: train(*job, args), plan))
     total = sum(r["wall_s"] for r in results)
     text = report(results, args, total)
-    tmp = args.report + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, args.report)
+    write_report(args.report, text)
     print(text)
 
 

@@ -62,6 +62,14 @@ class LossConfig:
     src_weight: float = bounded(0.01, ge=0.0)
     pc_momentum: float = bounded(0.3, ge=0.0, le=1.0)
     absent_proxies: Literal["zero", "keep"] = "zero"
+    # Opt-in extensions of RCDML (docs/method.md, "Extensions"); the defaults are the reference's.
+    # Negative Proxy-Anchor term: summed over all C classes / C (all) or averaged over the
+    # classes present in the batch (present).
+    negatives: Literal["all", "present"] = "all"
+    # PRC over every corrected proxy (all) or over the present classes' only (present).
+    prc_proxies: Literal["all", "present"] = "all"
+    # Initial norm of every proxy row; 0 keeps kaiming's, sqrt(2 d / C), which depends on C.
+    proxy_init_norm: float = bounded(0.0, ge=0.0)
     # Baselines from pytorch-metric-learning (proxy_anchor uses margin and alpha above); the
     # defaults are the reference implementation's baseline recipes.
     softmax_scale: float = bounded(32.0, gt=0.0)

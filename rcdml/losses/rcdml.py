@@ -8,6 +8,15 @@ whatever the number of classes C, and the value is the full formula's (the proxi
 still a dense C x d tensor, zero outside the present rows, as the optimizer expects). Under
 ``'keep'`` the formula involves every proxy: PA costs O(B C d) and PRC O(C^2 d), the latter in
 row blocks so that memory stays O(block x C).
+
+Three opt-in extensions (docs/method.md, "Extensions"), each off by default so ``loss.name: rcdml``
+stays the reference formula: ``negatives='present'`` averages the negative Proxy-Anchor term
+over the classes present instead of summing all C and dividing by C (with 32 of 964 classes per
+batch, the reference weights the only non-constant negatives by 32/964); ``prc_proxies='present'``
+restricts PRC to the present classes' corrected proxies (under ``'keep'`` the reference sums
+C^2 pairs, 929k on Omniglot, which then dominates the loss); ``proxy_init_norm`` gives every
+initial proxy that norm (kaiming's row norm sqrt(2 d / C) decides, through C, whether proxy
+correction's sample mean or the proxy dominates the corrected proxy).
 """
 from __future__ import annotations
 
@@ -88,9 +97,15 @@ class RCDMLLoss(GlobalBatchLoss):
 
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.1,
                  alpha: float = 32.0, prc_weight: float = 0.02, src_weight: float = 0.01,
-                 pc_momentum: float = 0.3, absent_proxies: str = "zero") -> None:
-        if absent_proxies not in ("zero", "keep"):
-            raise ValueError(f"absent_proxies must be 'zero' or 'keep', got {absent_proxies!r}")
+                 pc_momentum: float = 0.3, absent_proxies: str = "zero", negatives: str = "all",
+                 prc_proxies: str = "all", proxy_init_norm: float = 0.0) -> None:
+        for name, value, allowed in (("absent_proxies", absent_proxies, ("zero", "keep")),
+                                     ("negatives", negatives, ("all", "present")),
+                                     ("prc_proxies", prc_proxies, ("all", "present"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if proxy_init_norm < 0:
+            raise ValueError(f"proxy_init_norm must be >= 0 (0: kaiming), got {proxy_init_norm}")
         if not 0.0 <= pc_momentum <= 1.0:
             raise ValueError(f"pc_momentum must lie in [0, 1], got {pc_momentum}")
         if prc_weight < 0 or src_weight < 0:
@@ -105,14 +120,21 @@ class RCDMLLoss(GlobalBatchLoss):
         self.src_weight = src_weight
         self.pc_momentum = pc_momentum
         self.absent_proxies = absent_proxies
+        self.negatives = negatives
+        self.prc_proxies = prc_proxies
+        self.proxy_init_norm = proxy_init_norm
         self.proxies = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
+        if proxy_init_norm > 0:
+            with torch.no_grad():
+                self.proxies.mul_(proxy_init_norm / self.proxies.norm(dim=1, keepdim=True))
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, "
                 f"margin={self.margin}, alpha={self.alpha}, prc_weight={self.prc_weight}, "
                 f"src_weight={self.src_weight}, pc_momentum={self.pc_momentum}, "
-                f"absent_proxies={self.absent_proxies!r}")
+                f"absent_proxies={self.absent_proxies!r}, negatives={self.negatives!r}, "
+                f"prc_proxies={self.prc_proxies!r}, proxy_init_norm={self.proxy_init_norm}")
 
     def _correct(self, x: torch.Tensor, xn: torch.Tensor, inv: torch.Tensor,
                  p: torch.Tensor) -> torch.Tensor:
@@ -125,13 +147,18 @@ class RCDMLLoss(GlobalBatchLoss):
         return self.pc_momentum * pulled + (1.0 - self.pc_momentum) * p
 
     def _proxy_anchor(self, xn: torch.Tensor, rows: torch.Tensor, column: torch.Tensor,
-                      inv: torch.Tensor, num_present: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """PA positive and negative terms; ``column[i]`` is sample i's own proxy among ``rows``."""
+                      inv: torch.Tensor, present_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """PA positive and negative terms; ``column[i]`` is sample i's own proxy among ``rows``
+        and ``present_rows`` the rows of the classes present."""
+        num_present = present_rows.shape[0]
         sim = xn @ l2_normalize(rows).t()
         own = sim.gather(1, column[:, None]).squeeze(1)
         pos = _segment_log1p_sum_exp(-self.alpha * (own - self.margin), inv, num_present)
         neg_logits = (self.alpha * (sim + self.margin)).scatter(1, column[:, None], float("-inf"))
-        neg = _log1p_sum_exp(neg_logits).sum()
+        neg = _log1p_sum_exp(neg_logits)
+        if self.negatives == "present":
+            return pos.sum() / num_present, neg[present_rows].sum() / num_present
+        neg = neg.sum()
         if self.absent_proxies == "zero":
             batch = xn.shape[0]
             absent = self.num_classes - num_present
@@ -153,19 +180,21 @@ class RCDMLLoss(GlobalBatchLoss):
         num_present = present.shape[0]
         xn = l2_normalize(x)
         proxies = self.proxies.to(x.dtype)
-        # rows: the corrected proxies the loss sees; column[i]: sample i's own row.
+        # rows: the corrected proxies the loss sees; column[i]: sample i's own row;
+        # present_rows: the rows of the classes present.
         if self.absent_proxies == "zero":
             rows, column = self._correct(x, xn, inv, proxies[present]), inv
-        elif self.pc_momentum == 0:
-            rows, column = proxies, y
+            present_rows = torch.arange(num_present, device=y.device)
         else:
-            corrected = self._correct(x, xn, inv, proxies[present])
-            rows, column = proxies.index_copy(0, present, corrected), y
-        pos, neg = self._proxy_anchor(xn, rows, column, inv, num_present)
+            rows, column, present_rows = proxies, y, present
+            if self.pc_momentum > 0:
+                rows = proxies.index_copy(0, present, self._correct(x, xn, inv, proxies[present]))
+        pos, neg = self._proxy_anchor(xn, rows, column, inv, present_rows)
         loss = pos + neg
         terms = {"pa_pos": pos, "pa_neg": neg}
         if self.prc_weight > 0:
-            terms["prc"] = _OffDiagonalReluSum.apply(l2_normalize(rows))
+            related = rows[present_rows] if self.prc_proxies == "present" else rows
+            terms["prc"] = _OffDiagonalReluSum.apply(l2_normalize(related))
             loss = loss + self.prc_weight * terms["prc"]
         if self.src_weight > 0:
             terms["src"] = self._src(xn, inv, num_present)
@@ -178,4 +207,6 @@ class RCDMLLoss(GlobalBatchLoss):
 def _build_rcdml(cfg: LossConfig, num_classes: int, embedding_size: int) -> RCDMLLoss:
     return RCDMLLoss(num_classes, embedding_size, margin=cfg.margin, alpha=cfg.alpha,
                      prc_weight=cfg.prc_weight, src_weight=cfg.src_weight,
-                     pc_momentum=cfg.pc_momentum, absent_proxies=cfg.absent_proxies)
+                     pc_momentum=cfg.pc_momentum, absent_proxies=cfg.absent_proxies,
+                     negatives=cfg.negatives, prc_proxies=cfg.prc_proxies,
+                     proxy_init_norm=cfg.proxy_init_norm)

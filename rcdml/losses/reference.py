@@ -18,10 +18,13 @@ def _l2_norm(v: torch.Tensor) -> torch.Tensor:
 def rcdml_loss_loop(X: torch.Tensor, T: torch.Tensor, P: torch.Tensor, margin: float = 0.1,
                     alpha: float = 32.0, prc_weight: float = 0.02, src_weight: float = 0.01,
                     pc_momentum: float = 0.3,
-                    absent_proxies: str = "zero") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    absent_proxies: str = "zero", negatives: str = "all",
+                    prc_proxies: str = "all") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """docs/method.md section 1 for embeddings ``X`` (B x d), labels ``T`` and proxies ``P`` (C x d).
 
     Returns the loss and its unweighted terms ``pa_pos``, ``pa_neg``, ``prc``, ``src``.
+    ``negatives`` and ``prc_proxies`` are the opt-in extensions of docs/method.md ("Extensions")
+    (``'all'``: the reference formula).
     """
     C = P.shape[0]
     one_hot = F.one_hot(T, C).to(X.dtype)
@@ -45,11 +48,17 @@ def rcdml_loss_loop(X: torch.Tensor, T: torch.Tensor, P: torch.Tensor, margin: f
     pos_sum = (torch.exp(-alpha * (cos - margin)) * one_hot).sum(dim=0)
     neg_sum = (torch.exp(alpha * (cos + margin)) * (1 - one_hot)).sum(dim=0)
     pa_pos = torch.log(1 + pos_sum).sum() / (per_class > 0).sum()
-    pa_neg = torch.log(1 + neg_sum).sum() / C
+    if negatives == "present":
+        pa_neg = (torch.log(1 + neg_sum) * (per_class > 0)).sum() / (per_class > 0).sum()
+    else:
+        pa_neg = torch.log(1 + neg_sum).sum() / C
 
     # Proxy relationship constraint over ordered pairs of distinct corrected proxies.
     cos_p = _l2_norm(P_new) @ _l2_norm(P_new).t()
     cos_p = cos_p - torch.diag_embed(torch.diag(cos_p))
+    if prc_proxies == "present":
+        both = (per_class > 0)[:, None] & (per_class > 0)[None, :]
+        cos_p = torch.where(both, cos_p, torch.zeros_like(cos_p))
     prc = torch.where(cos_p >= 0, cos_p, torch.zeros_like(cos_p)).sum()
 
     # Sample relationship constraint: the least similar same-class pair of each class.

@@ -25,6 +25,10 @@ SETTINGS = {
     "no_pc": {"pc_momentum": 0.0},
     "full_pc": {"pc_momentum": 1.0},
     "pa_only": {"pc_momentum": 0.0, "prc_weight": 0.0, "src_weight": 0.0},
+    # The opt-in extensions of docs/method.md ("Extensions"), alone and together.
+    "negatives_present": {"negatives": "present"},
+    "prc_present": {"prc_proxies": "present"},
+    "both_extensions": {"negatives": "present", "prc_proxies": "present"},
 }
 
 
@@ -183,6 +187,17 @@ def test_proxies_are_kaiming_normal_fan_out():
     assert float(proxies.std()) == pytest.approx(math.sqrt(2.0 / 2000), rel=0.01)
 
 
+@pytest.mark.parametrize("num_classes, dim", [(964, 128), (100, 512)])
+def test_proxy_init_norm_fixes_every_row_norm_whatever_the_number_of_classes(num_classes, dim):
+    torch.manual_seed(0)
+    kaiming = RCDMLLoss(num_classes, dim).proxies.detach()
+    torch.manual_seed(0)
+    scaled = RCDMLLoss(num_classes, dim, proxy_init_norm=2.0).proxies.detach()
+    torch.testing.assert_close(scaled.norm(dim=1), torch.full((num_classes,), 2.0))
+    # Only the norms change: the directions are kaiming's.
+    torch.testing.assert_close(scaled / 2.0, kaiming / kaiming.norm(dim=1, keepdim=True))
+
+
 def test_low_precision_embeddings_are_computed_in_fp32():
     x, y = inputs(*LABELS["absent_and_singletons"])
     loss_fn = RCDMLLoss(9, x.shape[1])
@@ -200,6 +215,9 @@ def test_low_precision_embeddings_are_computed_in_fp32():
     ({"absent_proxies": "drop"}, "absent_proxies"),
     ({"pc_momentum": 1.5}, "pc_momentum"),
     ({"prc_weight": -0.1}, "prc_weight"),
+    ({"negatives": "absent"}, "negatives"),
+    ({"prc_proxies": "some"}, "prc_proxies"),
+    ({"proxy_init_norm": -1.0}, "proxy_init_norm"),
 ])
 def test_bad_hyper_parameters_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):

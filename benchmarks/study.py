@@ -1,0 +1,90 @@
+"""What benchmarks/results.py and benchmarks/regimes.py share: running ``launch/train.py`` once per
+(cell, seed) in a subprocess with its own run directory, reusing finished runs, and describing the
+machine. A run is finished when its ``result.json`` exists; it holds the last evaluation's metrics,
+the wall time and the exact command, so a report can be regenerated without training again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join("launch", "train.py")
+METRICS = ["eval/R@1", "eval/R@2", "eval/R@4", "eval/R@8", "eval/MAP@R"]
+
+
+def train_command(recipe: str, overrides: list[str], seed: int, folder: str, root: str) -> list[str]:
+    return [sys.executable, TRAIN, recipe, *overrides, f"train.seed={seed}", f"output_dir={folder}",
+            f"data.root={root}", "train.progress=false"]
+
+
+def read_result(folder: str) -> dict | None:
+    """The ``result.json`` of a finished run, or None."""
+    done = os.path.join(folder, "result.json")
+    if not os.path.exists(done):
+        return None
+    with open(done) as f:
+        return json.load(f)
+
+
+def train_once(cmd: list[str], folder: str, threads: int, jobs: int, info: dict) -> dict:
+    """Run ``cmd`` (a training writing into ``folder``) unless it already finished; the result is
+    ``info`` plus the last evaluation's metrics, the wall time and the command."""
+    cached = read_result(folder)
+    if cached is not None:
+        print(f"{info}: reusing {folder}", flush=True)
+        return cached
+    print(f"{info}: {shlex.join(cmd)}", flush=True)
+    os.makedirs(folder, exist_ok=True)
+    start = time.perf_counter()
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    with open(os.path.join(folder, "train.log"), "w") as log:
+        code = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    wall = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"{info} failed (exit {code}); see {folder}/train.log")
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        last = [json.loads(line) for line in f][-1]
+    result = {**info, "wall_s": wall, "threads": threads, "jobs": jobs, "command": shlex.join(cmd),
+              "epochs": last["epoch"], **{m: last[m] for m in METRICS if m in last}}
+    tmp = os.path.join(folder, "result.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, os.path.join(folder, "result.json"))
+    return result
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, GPU: {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def mean_std(values: list[float]) -> str:
+    """Percent, ``mean ± std`` over seeds (the sample standard deviation)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def write_report(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
