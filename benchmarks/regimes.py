@@ -27,7 +27,8 @@ import shlex
 import statistics
 import sys
 
-from study import METRICS, ROOT, hardware, mean_std, read_result, train_command, train_once, write_report
+from study import (METRICS, add_run_arguments, hardware, mean_std, parse_run_arguments, read_result,
+                   train_command, train_once, write_report)
 
 EVERY_NINTH = list(range(1, 965, 9))[:100]
 OTHERS = [c for c in range(1, 965) if c not in EVERY_NINTH]
@@ -207,19 +208,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--samplers", nargs="+", default=["balanced", "random"],
                         choices=["balanced", "random"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--root", default="data/omniglot", help="extracted Omniglot folder")
-    parser.add_argument("--out", default="runs/regimes", help="run directories")
-    parser.add_argument("--report", default=os.path.join(ROOT, "benchmarks", "REGIMES.md"))
-    parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads per run (default: the CPUs divided by --jobs)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from the finished runs, train nothing")
-    parser.add_argument("--smoke", action="store_true", help="tiny runs that check the script")
-    args = parser.parse_args()
-    args.out, args.root = os.path.abspath(args.out), os.path.abspath(args.root)
-    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    add_run_arguments(parser, "runs/regimes", "REGIMES.md")
+    args = parse_run_arguments(parser)
     jobs = plan(args)
     pretraining = read_result(os.path.dirname(pretrained_path(args)))
     if not args.report_only:

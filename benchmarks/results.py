@@ -19,7 +19,8 @@ import shlex
 import statistics
 import sys
 
-from study import METRICS, ROOT, hardware, mean_std, train_command, train_once, write_report
+from study import (METRICS, add_run_arguments, hardware, parse_run_arguments, mean_std,
+                   train_command, train_once, write_report)
 
 # name -> (label, recipe, overrides); the ablations differ only in the loss keys of their recipe.
 METHODS = {
@@ -103,17 +104,8 @@ Runs: {args.jobs} at a time with {args.threads} CPU thread(s) each; summed run t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--root", default="data/omniglot", help="extracted Omniglot folder")
-    parser.add_argument("--out", default="runs/results", help="run directories")
-    parser.add_argument("--report", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
-    parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads per run (default: the CPUs divided by --jobs)")
-    parser.add_argument("--smoke", action="store_true", help="tiny runs that check the script")
-    args = parser.parse_args()
-    args.out, args.root = os.path.abspath(args.out), os.path.abspath(args.root)
-    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    add_run_arguments(parser, "runs/results", "RESULTS.md")
+    args = parse_run_arguments(parser)
     # Seed by seed, so a partial run already compares every method.
     plan = [(method, seed) for seed in args.seeds for method in args.methods]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:

@@ -5,6 +5,7 @@ the wall time and the exact command, so a report can be regenerated without trai
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -17,6 +18,25 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join("launch", "train.py")
 METRICS = ["eval/R@1", "eval/R@2", "eval/R@4", "eval/R@8", "eval/MAP@R"]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, out: str, report: str) -> None:
+    """The options every study shares: data, run directories, report, sharing of the CPUs."""
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--root", default="data/omniglot", help="extracted Omniglot folder")
+    parser.add_argument("--out", default=out, help="run directories")
+    parser.add_argument("--report", default=os.path.join(ROOT, "benchmarks", report))
+    parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per run (default: the CPUs divided by --jobs)")
+    parser.add_argument("--smoke", action="store_true", help="tiny runs that check the script")
+
+
+def parse_run_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    args = parser.parse_args()
+    args.out, args.root = os.path.abspath(args.out), os.path.abspath(args.root)
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    return args
 
 
 def train_command(recipe: str, overrides: list[str], seed: int, folder: str, root: str) -> list[str]:
