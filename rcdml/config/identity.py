@@ -17,7 +17,7 @@ MODEL_KEYS = ("model.backbone", "model.embedding_size", "model.pooling", "model.
 RUN_KEYS = MODEL_KEYS + (
     "model.freeze_bn",
     "loss",
-    "data.name", "data.train_classes", "data.eval_classes", "data.image_size",
+    "data.name", "data.train_classes", "data.eval_classes", "data.val_classes", "data.image_size",
     "data.sampler", "data.samples_per_class",
     "train.batch_size", "train.backend", "train.seed",
     "optim.name",

@@ -45,6 +45,10 @@ class DataConfig:
     # a list of numbers, or ranges such as "1-100" or "1-50,75,90-99".
     train_classes: str | list[int] | None = bounded(None, ge=1)
     eval_classes: str | list[int] | None = bounded(None, ge=1)
+    # Training classes held out for model selection (val/ metrics; best.pt is chosen on them):
+    # null = none, class numbers as above, or a fraction of the training classes (e.g. 0.1),
+    # spread evenly over their sorted numbers, independent of train.seed.
+    val_classes: str | list[int] | float | None = None
     # How deeply image files are checked when the dataset is read: exists | header | decode.
     check_images: Literal["exists", "header", "decode"] = "decode"
     # error: stop and list the unreadable files; skip: leave them out with a counted warning.

@@ -88,7 +88,8 @@ class EvalPipeline:
     def summary(self) -> str:
         parts = [f"{name} {len(images)} images / {images.num_classes} classes"
                  for name, images in (("train", self.data.train), ("query", self.data.query),
-                                      ("gallery", self.data.gallery)) if images is not None]
+                                      ("gallery", self.data.gallery), ("val", self.data.val))
+                 if images is not None]
         return (f"data: {self.cfg.data.name} ({self.cfg.data.root}): " + ", ".join(parts)
                 + f"; loader {self.loader}")
 

@@ -31,6 +31,7 @@ LAST, PREV, BEST = "last.pt", "prev.pt", "best.pt"
 LOCK = ".lock"
 HISTORY = "config_history.jsonl"
 METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
 
 
 class RunDirError(ConfigError):
@@ -235,6 +236,10 @@ class CheckpointManager:
         except OSError:
             shutil.copyfile(last, tmp)
         os.replace(tmp, best)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Rank 0: ``summary.json``, the finished run's selected and last epochs."""
+        atomic_write_text(self.path(SUMMARY), json.dumps(summary, indent=2) + "\n")
 
     def record_config(self, cfg: Config, epoch: int, step: int,
                       changes: list[tuple[str, Any, Any]]) -> None:

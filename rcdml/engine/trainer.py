@@ -36,14 +36,14 @@ from rcdml.engine.learner import MetricLearner, amp_dtype
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
 from rcdml.eval.metrics import retrieval_metrics, summarize
-from rcdml.eval.retrieval import embed_eval_data, rank
+from rcdml.eval.retrieval import EvalEmbeddings, embed_eval_data, embed_split, rank, score
 from rcdml.losses import GlobalBatchLoss, NonFiniteEmbeddings, build_loss
 from rcdml.models import EmbeddingNet, backbone_spec, build_model
 from rcdml.log import get_logger
 from rcdml.monitor import (EmbeddingProbe, RunMonitor, intra_class_similarities,
                            proxy_similarities)
 from rcdml.monitor.pictures import training_pictures
-from rcdml.monitor.summary import read_rows, run_summary
+from rcdml.monitor.summary import read_rows, run_summary, selected_and_last
 
 log = get_logger(__name__)
 
@@ -295,14 +295,29 @@ class Trainer:
         return metrics
 
     def evaluate(self) -> dict[str, float]:
+        """``eval/`` metrics of the evaluation split and, with ``data.val_classes``, ``val/``
+        metrics of the held-out training classes, scored the same way."""
         # Embeddings and per-query ranks are kept for the retrieval pictures.
         cfg = self.cfg.eval
-        emb = self.eval_embeddings = embed_eval_data(self.model, self.pipeline, self.device,
-                                                     amp_dtype(cfg.amp, self.device),
+        dtype = amp_dtype(cfg.amp, self.device)
+        emb = self.eval_embeddings = embed_eval_data(self.model, self.pipeline, self.device, dtype,
                                                      self.backend.collective_forward)
         self.eval_stats = rank(emb, cfg)
-        results = summarize(self.eval_stats, cfg.ks, cfg.map_at_r)
-        return {f"eval/{name}": v for name, v in results.items()}
+        results = {f"eval/{name}": v
+                   for name, v in summarize(self.eval_stats, cfg.ks, cfg.map_at_r).items()}
+        val = self.pipeline.data.val
+        if val is not None:
+            queries = EvalEmbeddings(*embed_split(self.model, self.pipeline, val, self.device,
+                                                  dtype, self.backend.collective_forward))
+            results.update({f"val/{name}": v for name, v in score(queries, cfg).items()})
+        return results
+
+    @property
+    def selection_key(self) -> str:
+        """The metric ``best.pt`` is chosen on: R@(first k) of the validation classes when there
+        are any, else of the evaluation split (the reference implementation's choice)."""
+        split = "val" if self.cfg.data.val_classes is not None else "eval"
+        return f"{split}/R@{self.cfg.eval.ks[0]}"
 
     def _diagnostics(self, epoch: int, improved: bool) -> None:
         """Similarity histograms and retrieval pictures every evaluation; the projector at a new
@@ -371,22 +386,25 @@ class Trainer:
             if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == cfg.train.epochs:
                 final = self.evaluate()
                 metrics.update(final)
-                key = f"eval/R@{cfg.eval.ks[0]}"
+                key = self.selection_key
                 if final[key] > self.best["metric"]:
-                    self.best = {"metric": final[key], "epoch": epoch + 1}
+                    self.best = {"metric": final[key], "epoch": epoch + 1, "key": key}
                     improved = True
                 self._diagnostics(epoch, improved)
             self._checkpoint(epoch + 1, 0, {}, improved)
             self.monitor.log_epoch(metrics, step=(epoch + 1) * steps)
         self.monitor.hparams(_flat_hparams(to_dict(cfg)), final)
         self.monitor.print("final: " + " ".join(f"{k} {v:.4f}" for k, v in final.items())
-                           + f" (best R@{cfg.eval.ks[0]} {self.best['metric']:.4f} at epoch "
+                           + f" (best {self.selection_key} {self.best['metric']:.4f} at epoch "
                            f"{self.best['epoch']})")
         if is_main():
+            rows = read_rows(self.monitor.metrics_path)
             self.monitor.print(run_summary(
-                read_rows(self.monitor.metrics_path), final, self.best, cfg.train.epochs,
-                self._baseline(), time.perf_counter() - started, cfg.output_dir,
+                rows, final, self.best, cfg.train.epochs, self._baseline(),
+                time.perf_counter() - started, cfg.output_dir,
                 [p for p in (self.run.path(LAST), self.run.path(BEST)) if os.path.exists(p)]))
+            self.run.write_summary(selected_and_last(rows, self.best, cfg.train.epochs,
+                                                     self.selection_key))
         return final
 
     def _baseline(self) -> dict[str, float]:

@@ -15,11 +15,23 @@ def read_rows(metrics_path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _row(rows: list[dict[str, Any]], epoch: int) -> dict[str, float]:
-    """The eval metrics logged for ``epoch`` (the last such row: a resumed epoch is logged once
-    more only if the checkpoint preceded its row)."""
-    found = [r for r in rows if r.get("epoch") == epoch and any(k.startswith("eval/") for k in r)]
-    return {k[len("eval/"):]: v for k, v in found[-1].items() if k.startswith("eval/")} if found else {}
+def _row(rows: list[dict[str, Any]], epoch: int, split: str = "eval") -> dict[str, float]:
+    """The ``split`` metrics logged for ``epoch`` (the last such row: a resumed epoch is logged
+    once more only if the checkpoint preceded its row)."""
+    prefix = f"{split}/"
+    found = [r for r in rows if r.get("epoch") == epoch and any(k.startswith(prefix) for k in r)]
+    return {k[len(prefix):]: v for k, v in found[-1].items() if k.startswith(prefix)} if found else {}
+
+
+def selected_and_last(rows: list[dict[str, Any]], best: dict[str, Any], epochs: int,
+                      key: str) -> dict[str, Any]:
+    """``summary.json``: the test (``eval``) and validation metrics at the epoch ``best.pt`` holds,
+    chosen on ``key``, and at the last epoch; results tables take one of these, never the best
+    test epoch of a run selected on validation."""
+    def at(epoch: int) -> dict[str, Any]:
+        return {"epoch": epoch, "eval": _row(rows, epoch), "val": _row(rows, epoch, "val")}
+
+    return {"selected_on": key, "selected": at(best.get("epoch", -1)), "last": at(epochs)}
 
 
 def run_summary(rows: list[dict[str, Any]], final: dict[str, float], best: dict[str, Any],
@@ -31,7 +43,9 @@ def run_summary(rows: list[dict[str, Any]], final: dict[str, float], best: dict[
     after = {k[len("eval/"):]: v for k, v in final.items() if k.startswith("eval/")}
     columns = [("before training", _row(rows, 0)), (f"after epoch {epochs}", after)]
     if best.get("epoch", -1) > 0:
-        columns.append((f"best (epoch {best['epoch']})", _row(rows, best["epoch"])))
+        on_val = best.get("key", "eval/").startswith("val/")
+        title = f"selected on val (epoch {best['epoch']})" if on_val else f"best (epoch {best['epoch']})"
+        columns.append((title, _row(rows, best["epoch"])))
     if baseline:
         columns.append(("raw-pixel cosine", baseline))
     columns = [(title, values) for title, values in columns if values]

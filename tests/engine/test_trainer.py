@@ -1,6 +1,7 @@
 """End-to-end training on the embedded digits: run directory, resume, DDP vs one process."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -130,3 +131,32 @@ def test_ddp_two_ranks_equals_one_process(tmp_path):
     train(*fast(tmp_path, "redo", *args, f"train.resume={tmp_path / 'ddp' / 'prev.pt'}"))
     assert_same_params(tmp_path / "redo" / "last.pt", tmp_path / "ddp" / "last.pt", atol=1e-6)
     assert result.stdout.count("epoch 1:") == 1, "only rank 0 prints"
+
+
+def test_validation_classes_select_best_pt_alike_on_one_process_and_two_ranks(tmp_path):
+    """``data.val_classes`` holds digits 4 and 5 out of training; both ranks embed their share of
+    them, ``best.pt`` is the epoch of the best ``val/R@1``, and summary.json gives the test metrics
+    there and at the last epoch."""
+    args = ("train.epochs=2", "data.val_classes=4,5", "train.batch_size=24")
+    out = train(*fast(tmp_path, "single", *args))
+    result = run_torchrun(TRAIN, 2, fast(tmp_path, "ddp", *args), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "train 537 images / 3 classes" in out.stdout and "val 364 images / 2 classes" in out.stdout
+    single, ddp = metrics(tmp_path / "single"), metrics(tmp_path / "ddp")
+    for a, b in zip(single, ddp, strict=True):
+        for key in ("val/R@1", "val/MAP@R", "eval/R@1"):
+            assert a[key] == pytest.approx(b[key], abs=0.003), key
+    for name, rows in (("single", single), ("ddp", ddp)):
+        run = tmp_path / name
+        val = [r["val/R@1"] for r in rows]
+        chosen = rows[val.index(max(val))]
+        best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+        assert best["epoch"] == chosen["epoch"]
+        assert best["best"] == {"metric": chosen["val/R@1"], "epoch": chosen["epoch"], "key": "val/R@1"}
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["selected_on"] == "val/R@1"
+        assert summary["selected"]["epoch"] == chosen["epoch"]
+        assert summary["selected"]["eval"]["R@1"] == chosen["eval/R@1"]
+        assert summary["selected"]["val"]["R@1"] == chosen["val/R@1"]
+        assert summary["last"]["epoch"] == 2 and summary["last"]["eval"]["R@1"] == rows[-1]["eval/R@1"]
+    assert f"selected on val (epoch {summary['selected']['epoch']})" in result.stdout

@@ -38,10 +38,12 @@ class ImageList:
 @dataclass
 class RetrievalData:
     """Training images and the evaluation protocol: queries retrieve from ``gallery``, or from
-    each other (leaving themselves out) when ``gallery`` is None."""
+    each other (leaving themselves out) when ``gallery`` is None. ``val``: images of training
+    classes held out of ``train`` (``data.val_classes``), retrieving among themselves."""
     train: ImageList
     query: ImageList
     gallery: ImageList | None = None
+    val: ImageList | None = None
 
 
 # Evaluation roles of an image in a catalog with a query/gallery protocol (In-Shop).

@@ -17,8 +17,8 @@ log = get_logger(__name__)
 
 def all_paths(data: RetrievalData, train: bool = True) -> list[str]:
     """Every image path of ``data``; with ``train=False`` those of the evaluation split only."""
-    sets = ([data.train] if train else []) + [data.query]
-    sets += [data.gallery] if data.gallery is not None else []
+    sets = ([data.train] + ([data.val] if data.val is not None else []) if train else [])
+    sets += [data.query] + ([data.gallery] if data.gallery is not None else [])
     return sorted({p for images in sets for p in images.paths})
 
 
@@ -38,7 +38,8 @@ def read_dataset(cfg: DataConfig, train: bool = True) -> RetrievalData:
     training split is left as listed. Under torchrun every rank must call this (the check is
     shared between the ranks).
     """
-    data = split_catalog(read_catalog(cfg.name, cfg.root), cfg.train_classes, cfg.eval_classes)
+    data = split_catalog(read_catalog(cfg.name, cfg.root), cfg.train_classes, cfg.eval_classes,
+                         cfg.val_classes if train else None)
     paths = all_paths(data, train)
     problems = find_unreadable_across_ranks(paths, cfg.check_images)
     if not problems:
@@ -49,8 +50,9 @@ def read_dataset(cfg: DataConfig, train: bool = True) -> RetrievalData:
                 + describe_problems(problems, len(paths), cfg.check_images))
     bad = set(problems)
     gallery = None if data.gallery is None else drop_images(data.gallery, bad, relabel=False)
+    val = None if data.val is None else drop_images(data.val, bad, relabel=False)
     return RetrievalData(drop_images(data.train, bad, relabel=True) if train else data.train,
-                         drop_images(data.query, bad, relabel=False), gallery)
+                         drop_images(data.query, bad, relabel=False), gallery, val)
 
 
 def check_dataset_config(cfg: DataConfig, batch_size: int | None) -> None:
@@ -68,7 +70,8 @@ def check_dataset_config(cfg: DataConfig, batch_size: int | None) -> None:
         catalog = read_catalog(cfg.name, cfg.root)
     except LayoutError as e:
         raise ConfigError(str(e).replace("\n", " ")) from None
-    data = split_catalog(catalog, cfg.train_classes, cfg.eval_classes)
+    data = split_catalog(catalog, cfg.train_classes, cfg.eval_classes,
+                         cfg.val_classes if batch_size is not None else None)
     if batch_size is not None and cfg.sampler == "balanced":
         check_balanced_batch(data.train.labels, batch_size, cfg.samples_per_class)
 

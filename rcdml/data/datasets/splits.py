@@ -2,7 +2,9 @@
 
 ``data.train_classes`` / ``data.eval_classes`` are null (the dataset's default split, as in the
 papers), a list of class numbers, or a string of ranges such as ``"1-100"`` or ``"1-50,75,90-99"``.
-Class numbers are the catalog's (1-based, the dataset's own numbering).
+Class numbers are the catalog's (1-based, the dataset's own numbering). ``data.val_classes`` holds
+classes out of the training split for model selection: class numbers as above, or a fraction of
+the training classes, spread evenly over them.
 """
 from __future__ import annotations
 
@@ -84,17 +86,58 @@ def _select(catalog: Catalog, classes: list[int], key: str, roles: tuple) -> lis
     return lists
 
 
-def split_catalog(catalog: Catalog, train_classes=None, eval_classes=None) -> RetrievalData:
-    """Training images of the train classes; evaluation images of the eval classes, as one query
-    set or, when the catalog has query/gallery roles, as queries against a gallery."""
+def validation_classes(spec: str | Sequence[int] | float | None, train_ids: list[int]) -> list[int]:
+    """The class numbers ``data.val_classes`` holds out of ``train_ids`` (none for null).
+
+    A fraction f picks round(f x n) of the n training classes, evenly spaced in their sorted
+    order: deterministic, independent of ``train.seed`` (so runs with different seeds select on
+    the same classes), and spread over the dataset's class order (Omniglot's alphabets, CUB's
+    bird families) rather than taking one end of it."""
+    key = "data.val_classes"
+    if spec is None:
+        return []
+    if isinstance(spec, float):
+        if not 0.0 < spec < 1.0:
+            raise ConfigError(f"{key}: {spec!r} is not a fraction of the training classes; use a "
+                              "number between 0 and 1 (exclusive), or class numbers as a list or "
+                              "ranges such as '1-10'")
+        ordered = sorted(train_ids)
+        count = round(spec * len(ordered))
+        if not 2 <= count < len(ordered):
+            raise ConfigError(f"{key}: {spec} of {len(ordered)} training classes is {count}; "
+                              f"validation needs at least 2 classes and leaves at least 1 for "
+                              f"training, so allowed: {2 / len(ordered):.3g} to "
+                              f"{(len(ordered) - 1) / len(ordered):.3g}")
+        return [ordered[int((i + 0.5) * len(ordered) / count)] for i in range(count)]
+    ids = parse_classes(spec, key)
+    train = set(train_ids)
+    outside = [c for c in ids if c not in train]
+    if outside:
+        raise ConfigError(f"{key}: class(es) {outside[:10]} are not training classes; validation "
+                          f"classes are held out of data.train_classes ({_describe(train_ids)})")
+    if len(ids) < 2 or len(ids) == len(train):
+        raise ConfigError(f"{key}: {len(ids)} of {len(train)} training classes; validation needs "
+                          "at least 2 classes and leaves at least 1 for training")
+    return ids
+
+
+def split_catalog(catalog: Catalog, train_classes=None, eval_classes=None,
+                  val_classes=None) -> RetrievalData:
+    """Training images of the train classes (less the validation classes); evaluation images of
+    the eval classes, as one query set or, when the catalog has query/gallery roles, as queries
+    against a gallery; validation images, every image of their classes, as one query set."""
     train_ids = parse_classes(train_classes, "data.train_classes") or catalog.default_train
     eval_ids = parse_classes(eval_classes, "data.eval_classes") or catalog.default_eval
-    (train,) = _select(catalog, train_ids, "data.train_classes", (None,))
+    val_ids = validation_classes(val_classes, train_ids)
+    held_out = set(val_ids)
+    (train,) = _select(catalog, [c for c in train_ids if c not in held_out], "data.train_classes",
+                       (None,))
+    (val,) = _select(catalog, val_ids, "data.val_classes", (None,)) if val_ids else (None,)
     if catalog.roles is None:
         (query,) = _select(catalog, eval_ids, "data.eval_classes", (None,))
-        return RetrievalData(train, query)
+        return RetrievalData(train, query, val=val)
     query, gallery = _select(catalog, eval_ids, "data.eval_classes", (QUERY, GALLERY))
-    return RetrievalData(train, query, gallery)
+    return RetrievalData(train, query, gallery, val)
 
 
 def drop_images(images: ImageList, bad: set[str], relabel: bool) -> ImageList:
