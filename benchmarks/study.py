@@ -1,7 +1,9 @@
 """What benchmarks/results.py and benchmarks/regimes.py share: running ``launch/train.py`` once per
 (cell, seed) in a subprocess with its own run directory, reusing finished runs, and describing the
 machine. A run is finished when its ``result.json`` exists; it holds the last evaluation's metrics,
-the wall time and the exact command, so a report can be regenerated without training again.
+the wall time and the exact command, so a report can be regenerated without training again. A
+study's ledger (one ``result.json`` per line, next to its report, committed with it) keeps them
+when the run directories are gone, so a study longer than one machine's session continues.
 """
 from __future__ import annotations
 
@@ -78,6 +80,19 @@ def train_once(cmd: list[str], folder: str, threads: int, jobs: int, info: dict)
         json.dump(result, f, indent=2)
     os.replace(tmp, os.path.join(folder, "result.json"))
     return result
+
+
+def read_ledger(path: str) -> dict[str, dict]:
+    """Finished runs recorded in the ledger at ``path``, by run directory name."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {row["run"]: row for row in map(json.loads, f) if row}
+
+
+def write_ledger(path: str, results: dict[str, dict]) -> None:
+    write_report(path, "".join(json.dumps({"run": name, **row}, sort_keys=True) + "\n"
+                               for name, row in sorted(results.items())))
 
 
 def hardware() -> str:

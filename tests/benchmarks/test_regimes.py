@@ -1,8 +1,10 @@
 """benchmarks/regimes.py in its smoke mode: the cached pretraining step, fine-tuned cells on real
-Omniglot runs, a generated REGIMES table, and reuse of finished runs."""
+Omniglot runs, a generated REGIMES table, and reuse of finished runs, also from the ledger once
+their run directories are gone."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,4 +27,12 @@ def test_smoke_regimes_table(omniglot_root, tmp_path):
     assert text.count("model.pretrained=") == 4 and text.count("output_dir=") == 5
     assert (tmp_path / "out" / "pretrain-pa-864" / "last.pt").is_file()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
-    assert again.returncode == 0 and again.stdout.count("reusing") == 4
+    assert again.returncode == 0 and "4 of 4 runs finished already; 0 to train" in again.stdout
+    assert report.read_text() == text
+    shutil.rmtree(tmp_path / "out")
+    ledger = subprocess.run(cmd + ["--report-only"], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT, env=env)
+    assert ledger.returncode == 0 and "4 of 4 runs finished already; 0 to train" in ledger.stdout
+    # The same report but for the command line it names.
+    assert report.read_text().split("Protocol:")[1] == text.split("Protocol:")[1]
+    assert len((tmp_path / "REGIMES.jsonl").read_text().splitlines()) == 5
