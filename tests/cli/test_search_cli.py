@@ -5,42 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from rcdml.cli import embed, evaluate, export, index, search
+from rcdml.cli import evaluate, export, index, search
 from rcdml.monitor.pictures import cell_size
-from runs import ROOT, fast, train
+from runs import ROOT
 
 EMBED = os.path.join(ROOT, "launch", "embed.py")
-EVAL_CLASSES = ["5", "6", "7", "8", "9"]  # digits.yaml retrieves among the unseen digits 5-9
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """(run directory, config overrides, a copy of the evaluation folder) of a one-epoch run
-    that draws 4 retrieval queries."""
-    tmp = tmp_path_factory.mktemp("deploy")
-    args = fast(tmp, "run", "train.epochs=1", "train.batch_size=80", "data.samples_per_class=16",
-                "monitor.retrieval_queries=4")
-    train(*args)
-    folder = tmp / "evalset"
-    for name in EVAL_CLASSES:
-        shutil.copytree(tmp / "digits" / name, folder / name)
-    return tmp / "run", args[1:], folder
-
-
-@pytest.fixture(scope="module")
-def embedded(run):
-    run_dir, overrides, folder = run
-    out = run_dir.parent / "emb"
-    assert embed.main([str(run_dir / "config.yaml"), f"checkpoint={run_dir / 'best.pt'}",
-                       f"input={folder}", f"out={out}"]) == 0
-    return out
 
 
 def test_flat_search_top1_is_the_eval_r1(run, embedded, capsys):
