@@ -13,7 +13,7 @@ from PIL import Image
 
 from rcdml.cli import evaluate, export, index, search
 from rcdml.monitor.pictures import cell_size
-from runs import ROOT
+from runs import ROOT, metrics
 
 EMBED = os.path.join(ROOT, "launch", "embed.py")
 
@@ -68,8 +68,11 @@ def test_another_checkpoint_is_refused_with_one_line(run, embedded, capsys):
     assert "index.type" in capsys.readouterr().err
 
 
-def test_training_wrote_retrieval_pictures(run):
+def test_training_wrote_retrieval_pictures_and_their_cost(run):
     run_dir, _, _ = run
+    row = metrics(run_dir)[-1]
+    # What the pictures cost, next to the epoch's training and evaluation time.
+    assert all(row[f"perf/{k}_s"] > 0 for k in ("train", "eval", "pictures")), row
     width, height = cell_size()
     for name in ("epoch_001.png", "epoch_001_worst.png"):
         with Image.open(run_dir / "retrieval" / name) as image:
