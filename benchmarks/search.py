@@ -58,10 +58,12 @@ def timed(call, repeats: int):
 
 
 def recalls(ids: np.ndarray, exact: np.ndarray) -> tuple[float, float]:
-    first = float(np.mean([exact[i, 0] in ids[i, :K] for i in range(len(ids))]))
-    overlap = float(np.mean([len(set(ids[i, :K]) & set(exact[i, :K])) / K
-                             for i in range(len(ids))]))
-    return first, overlap
+    """(10-recall@10: the mean fraction of a query's exact 10 nearest that are among the 10
+    returned, |approx ∩ exact| / 10; 1-recall@10: the fraction of queries whose exact nearest
+    neighbour is among them, faiss's benchmark convention)."""
+    overlap = float(np.mean([len(set(a[:K]) & set(e[:K])) / K for a, e in zip(ids, exact)]))
+    first = float(np.mean([e[0] in a[:K] for a, e in zip(ids, exact)]))
+    return overlap, first
 
 
 def approximate_settings(args) -> list[tuple[str, IndexConfig]]:
@@ -69,22 +71,23 @@ def approximate_settings(args) -> list[tuple[str, IndexConfig]]:
                        train_size=args.train_size, gpu=False)
     out = [(f"ivfpq nprobe={p} refine={r}", replace(base, type="ivfpq", nprobe=p, refine=r))
            for p in args.nprobe for r in args.refine]
-    out += [(f"hnsw M={args.hnsw_m} ef={e}", replace(base, type="hnsw", ef_search=e))
-            for e in args.ef_search]
+    out += [(f"hnsw M={args.hnsw_m} efC={args.ef_construction} ef={e}",
+             replace(base, type="hnsw", ef_search=e)) for e in args.ef_search]
     return out
 
 
 def run_size(n: int, args) -> list[dict]:
-    x, _ = sop_like(n + args.queries, args.dim, seed=args.seed, noise=args.noise)
+    x, _ = sop_like(n + args.queries, args.dim, seed=args.seed, noise=args.noise,
+                    center_rank=args.center_rank)
     order = np.random.default_rng(args.seed).permutation(n + args.queries)
     db = np.ascontiguousarray(x.numpy()[order[:n]])
     queries = np.ascontiguousarray(x.numpy()[order[n:]])
     rows = []
 
     def row(method, build_s, search_s, memory, ids, exact):
-        first, overlap = recalls(ids, exact) if exact is not None else (1.0, 1.0)
+        overlap, first = recalls(ids, exact) if exact is not None else (1.0, 1.0)
         rows.append({"n": n, "method": method, "build": build_s, "qps": len(queries) / search_s,
-                     "memory": memory, "r10": first, "overlap": overlap})
+                     "memory": memory, "recall": overlap, "first": first})
         print(f"  N={n} {method}: {rows[-1]['qps']:.0f} QPS, build {build_s:.1f} s",
               file=sys.stderr, flush=True)
 
@@ -116,24 +119,24 @@ def run_size(n: int, args) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     head = (f"| {'N':>7} | {'method':<28} | {'build s':>8} | {'QPS':>9} | {'QPS / flat':>10} | "
-            f"{'memory MiB':>10} | {'mem / flat':>10} | {'R@10':>6} | {'10-recall@10':>12} |")
+            f"{'memory MiB':>10} | {'mem / flat':>10} | {'10-recall@10':>12} | {'1-recall@10':>11} |")
     lines = [head, "|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|"]
     for r in rows:
         lines.append(f"| {r['n']:>7} | {r['method']:<28} | {r['build']:>8.1f} | {r['qps']:>9.0f} | "
                      f"{r['qps_x']:>9.2f}x | {r['memory'] / 2**20:>10.1f} | {r['memory_x']:>9.2f}x | "
-                     f"{r['r10']:>6.3f} | {r['overlap']:>12.3f} |")
+                     f"{r['recall']:>12.3f} | {r['first']:>11.3f} |")
     return "\n".join(lines)
 
 
 def verdict(rows: list[dict]) -> str:
     n = max(r["n"] for r in rows)
     good = [r for r in rows if r["n"] == n and r["method"] not in (BASELINE, "torch matmul+topk")
-            and r["r10"] >= 0.95 and r["qps_x"] >= 5]
+            and r["recall"] >= 0.95 and r["qps_x"] >= 5]
     if not good:
-        return f"N={n}: no approximate index reached R@10 >= 0.95 at >= 5x faiss flat's QPS"
+        return f"N={n}: no approximate index reached 10-recall@10 >= 0.95 at >= 5x faiss flat's QPS"
     best = max(good, key=lambda r: r["qps_x"])
-    return (f"N={n}: {best['method']} reaches R@10 {best['r10']:.3f} (10-recall@10 "
-            f"{best['overlap']:.3f}) at {best['qps_x']:.1f}x faiss flat's QPS")
+    return (f"N={n}: {best['method']} reaches 10-recall@10 {best['recall']:.3f} at "
+            f"{best['qps_x']:.1f}x faiss flat's QPS")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,21 +148,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed searches per method (fastest)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: the defaults)")
     parser.add_argument("--seed", type=int, default=0)
-    # eval.py's 2.5 makes the noise dominate (a same-class pair has cosine 1/(1+2.5^2) = 0.14,
-    # about the best of 600k random ones): neighbours are then nearly random points, which no
-    # index finds faster than a scan. 1.0 (same-class cosine 0.5) is closer to a trained model.
-    parser.add_argument("--noise", type=float, default=1.0, help="noise scale of eval.py's generator")
+    # The neighbour structure of the data decides what an index can do. eval.py's defaults
+    # (noise 2.5, independent centres) make a same-class pair's cosine 1/(1+2.5^2) = 0.14, about
+    # the best of 600k random ones, and with independent centres in 512-d every item outside a
+    # query's class (2-9 images) is a random point at cosine ~0.2: the exact top-10 is then half
+    # needles no index finds faster than a scan. Trained embeddings are neither: same-class
+    # cosines of ~0.8 (noise 0.5) and neighbour classes at a graded distance, their variance in a
+    # few dozen directions (centres of rank 32; see the docstring).
+    parser.add_argument("--noise", type=float, default=0.5, help="noise scale of eval.py's generator")
+    parser.add_argument("--center-rank", type=int, default=32,
+                        help="dimension of the subspace of the class centres (0: all of --dim)")
     parser.add_argument("--train-size", type=int, default=50_000, help="ivfpq training sample")
     parser.add_argument("--pq-m", type=int, default=64)
-    parser.add_argument("--nprobe", type=int, nargs="*", default=[8, 32])
-    parser.add_argument("--refine", type=int, nargs="+", default=[4])
-    parser.add_argument("--hnsw-m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=40)
-    parser.add_argument("--ef-search", type=int, nargs="*", default=[32, 64])
+    parser.add_argument("--nprobe", type=int, nargs="*", default=[32, 64, 128, 256])
+    parser.add_argument("--refine", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--hnsw-m", type=int, default=IndexConfig.hnsw_m)
+    parser.add_argument("--ef-construction", type=int, default=IndexConfig.ef_construction)
+    parser.add_argument("--ef-search", type=int, nargs="*", default=[32, 64, 128, 256])
     args = parser.parse_args(argv)
     if args.smoke:
-        args.sizes, args.dim, args.queries, args.pq_m = [2000], 32, 100, 8
-        args.nprobe, args.ef_search, args.train_size = [8], [32], 2000
+        args.sizes, args.dim, args.queries, args.pq_m, args.center_rank = [2000], 32, 100, 8, 8
+        args.nprobe, args.refine, args.ef_search, args.train_size = [8], [8], [32], 2000
     import faiss
 
     if args.threads:
@@ -167,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         faiss.omp_set_num_threads(args.threads)
     print(f"nearest-neighbour search, d={args.dim}, k={K}, {args.queries} queries, CPU, "
           f"{args.threads or torch.get_num_threads()} threads, faiss {faiss.__version__}, "
-          f"torch {torch.__version__}", flush=True)
+          f"torch {torch.__version__}; data: benchmarks/eval.py's sop_like, noise {args.noise}, "
+          f"class centres of rank {args.center_rank or args.dim}", flush=True)
     rows = [r for n in args.sizes for r in run_size(n, args)]
     print(table(rows))
     print(verdict(rows))
