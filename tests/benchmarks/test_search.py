@@ -36,6 +36,7 @@ def test_recall_at_10_is_the_overlap_with_the_exact_top_10():
     recalls = load_worker(SCRIPT).recalls
     exact = np.arange(20).reshape(2, 10)
     # Query 0 finds its nearest and 4 more of its exact 10; query 1 finds 9 but not the nearest.
-    found = np.array([[0, 1, 2, 3, 4, 90, 91, 92, 93, 94], [11, 12, 13, 14, 15, 16, 17, 18, 19, 95]])
+    found = np.array([[0, 1, 2, 3, 4, 90, 91, 92, 93, 94],
+                      [11, 12, 13, 14, 15, 16, 17, 18, 19, 95]])
     overlap, first = recalls(found, exact)
     assert overlap == (0.5 + 0.9) / 2 and first == 0.5

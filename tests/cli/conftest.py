@@ -13,7 +13,7 @@ EVAL_CLASSES = ["5", "6", "7", "8", "9"]  # digits.yaml retrieves among the unse
 
 
 @pytest.fixture(scope="session")
-def run(tmp_path_factory):
+def digits_run(tmp_path_factory):
     """(run directory, config overrides, a copy of the evaluation folder) of a one-epoch run
     that draws 4 retrieval queries."""
     tmp = tmp_path_factory.mktemp("deploy")
@@ -27,9 +27,9 @@ def run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def embedded(run):
-    """rcdml-embed's output folder for the evaluation folder of :func:`run`."""
-    run_dir, overrides, folder = run
+def embedded(digits_run):
+    """rcdml-embed's output folder for the evaluation folder of :func:`digits_run`."""
+    run_dir, overrides, folder = digits_run
     out = run_dir.parent / "emb"
     assert embed.main([str(run_dir / "config.yaml"), f"checkpoint={run_dir / 'best.pt'}",
                        f"input={folder}", f"out={out}"]) == 0
