@@ -36,13 +36,22 @@ BASELINE = "PML p@1"
 OURS = "rcdml R@K"
 
 
-def sop_like(n: int, dim: int, seed: int = 0, noise: float = 2.5) -> tuple[torch.Tensor, torch.Tensor]:
+def sop_like(n: int, dim: int, seed: int = 0, noise: float = 2.5,
+             center_rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``center_rank`` > 0 draws the class centres in a random subspace of that dimension (same
+    expected norm), so classes have near and far neighbour classes as in a trained embedding,
+    whose variance sits in a few dozen directions; 0: independent centres in all ``dim``."""
     rng = np.random.default_rng(seed)
     sizes = rng.integers(2, 10, n // 2)
     labels = np.repeat(np.arange(len(sizes)), sizes)[:n]
     if np.sum(labels == labels[-1]) == 1:  # the cut left a single-image class
         labels[-1] = labels[-2]
-    centers = rng.standard_normal((len(sizes), dim), dtype=np.float32)
+    if center_rank:
+        basis = np.linalg.qr(rng.standard_normal((dim, center_rank)))[0].T.astype(np.float32)
+        centers = (rng.standard_normal((len(sizes), center_rank), dtype=np.float32)
+                   @ (basis * np.float32(np.sqrt(dim / center_rank))))
+    else:
+        centers = rng.standard_normal((len(sizes), dim), dtype=np.float32)
     x = centers[labels] + noise * rng.standard_normal((n, dim), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return torch.from_numpy(x), torch.from_numpy(labels)

@@ -29,7 +29,8 @@ def items_text(items: Items) -> str:
 
 def parse_items(path: str) -> Items:
     """A list file: one image per line, optionally ``<tab>label``; relative paths are taken
-    from the file's folder."""
+    from the file's folder. Paths are normalised, so ``a/../b.png`` and a folder scan's
+    ``b.png`` are the same image (search's self-match exclusion compares paths)."""
     folder = os.path.dirname(os.path.abspath(path))
     paths, labels = [], []
     with open(path) as f:
@@ -43,7 +44,7 @@ def parse_items(path: str) -> Items:
             except ValueError:
                 raise ConfigError(f"input: {path} line {number}: label {label!r} is not an "
                                   "integer") from None
-            paths.append(os.path.join(folder, name))
+            paths.append(os.path.normpath(os.path.join(folder, name)))
     return Items(paths, labels)
 
 

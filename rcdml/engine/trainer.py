@@ -289,6 +289,7 @@ class Trainer:
         denominator = max(totals.pop("_steps", 0.0), 1.0)
         metrics = {f"train/{k}": v / denominator for k, v in totals.items()}
         metrics["perf/images_per_s"] = sum(all_gather_object(images_seen)) / max(elapsed, 1e-9)
+        metrics["perf/train_s"] = elapsed
         metrics["train/skipped_steps"] = float(skipped)
         if self.device.type == "cuda":
             metrics["perf/gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
@@ -319,18 +320,22 @@ class Trainer:
         split = "val" if self.cfg.data.val_classes is not None else "eval"
         return f"{split}/R@{self.cfg.eval.ks[0]}"
 
-    def _diagnostics(self, epoch: int, improved: bool) -> None:
+    def _diagnostics(self, epoch: int, improved: bool) -> dict[str, float]:
         """Similarity histograms and retrieval pictures every evaluation; the projector at a new
-        best epoch."""
+        best epoch. Returns the pictures' wall time (``perf/pictures_s``, rank 0), so a run shows
+        what they cost next to ``perf/train_s`` and ``perf/eval_s``."""
         step = (epoch + 1) * self.pipeline.steps_per_epoch
+        timing = {}
         if is_main() and self.cfg.monitor.retrieval_queries:
+            started = time.perf_counter()
             pictures = training_pictures(self.eval_embeddings, self.eval_stats, self.pipeline.data,
                                          self.cfg.monitor.retrieval_queries, self.cfg.train.seed,
                                          self.cfg.output_dir, epoch + 1)
             for tag, image in pictures.items():
                 self.monitor.image(tag, image, step)
+            timing["perf/pictures_s"] = time.perf_counter() - started
         if self.probe is None:
-            return
+            return timing
         embeddings = self.probe.embed(self.model, self.device)
         self.monitor.histogram("similarity/intra_class",
                                intra_class_similarities(embeddings, self.probe.labels), step)
@@ -340,6 +345,7 @@ class Trainer:
             self.monitor.histogram("similarity/proxy_proxy", similarities, step)
         if improved and self.cfg.monitor.projector:
             self.monitor.projector(embeddings, self.probe.labels, self.probe.thumbnails(), step)
+        return timing
 
     def fit(self) -> dict[str, float]:
         handlers = {}
@@ -384,13 +390,15 @@ class Trainer:
             self.scheduler.step()
             improved = False
             if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == cfg.train.epochs:
+                evaluated = time.perf_counter()
                 final = self.evaluate()
                 metrics.update(final)
+                metrics["perf/eval_s"] = time.perf_counter() - evaluated
                 key = self.selection_key
                 if final[key] > self.best["metric"]:
                     self.best = {"metric": final[key], "epoch": epoch + 1, "key": key}
                     improved = True
-                self._diagnostics(epoch, improved)
+                metrics.update(self._diagnostics(epoch, improved))
             self._checkpoint(epoch + 1, 0, {}, improved)
             self.monitor.log_epoch(metrics, step=(epoch + 1) * steps)
         self.monitor.hparams(_flat_hparams(to_dict(cfg)), final)

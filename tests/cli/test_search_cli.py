@@ -5,46 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from rcdml.cli import embed, evaluate, export, index, search
+from rcdml.cli import evaluate, export, index, search
 from rcdml.monitor.pictures import cell_size
-from runs import ROOT, fast, train
+from runs import ROOT, metrics
 
 EMBED = os.path.join(ROOT, "launch", "embed.py")
-EVAL_CLASSES = ["5", "6", "7", "8", "9"]  # digits.yaml retrieves among the unseen digits 5-9
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """(run directory, config overrides, a copy of the evaluation folder) of a one-epoch run
-    that draws 4 retrieval queries."""
-    tmp = tmp_path_factory.mktemp("deploy")
-    args = fast(tmp, "run", "train.epochs=1", "train.batch_size=80", "data.samples_per_class=16",
-                "monitor.retrieval_queries=4")
-    train(*args)
-    folder = tmp / "evalset"
-    for name in EVAL_CLASSES:
-        shutil.copytree(tmp / "digits" / name, folder / name)
-    return tmp / "run", args[1:], folder
-
-
-@pytest.fixture(scope="module")
-def embedded(run):
-    run_dir, overrides, folder = run
-    out = run_dir.parent / "emb"
-    assert embed.main([str(run_dir / "config.yaml"), f"checkpoint={run_dir / 'best.pt'}",
-                       f"input={folder}", f"out={out}"]) == 0
-    return out
-
-
-def test_flat_search_top1_is_the_eval_r1(run, embedded, capsys):
-    run_dir, overrides, _ = run
+def test_flat_search_top1_is_the_eval_r1(digits_run, embedded, capsys):
+    run_dir, overrides, _ = digits_run
     assert index.main([str(embedded), "index.type=flat"]) == 0
     assert search.main([str(embedded / "index"), f"queries={embedded}", "k=5"]) == 0
     with open(embedded / "index" / "search" / "results.json") as f:
@@ -61,8 +36,8 @@ def test_flat_search_top1_is_the_eval_r1(run, embedded, capsys):
         assert image.size == (6 * width, 16 * height)
 
 
-def test_torchrun_embedding_equals_one_process(run, embedded, torchrun):
-    run_dir, overrides, folder = run
+def test_torchrun_embedding_equals_one_process(digits_run, embedded, torchrun):
+    run_dir, overrides, folder = digits_run
     out = run_dir.parent / "emb2"
     result = torchrun(EMBED, 2, [str(run_dir / "config.yaml"), f"checkpoint={run_dir / 'best.pt'}",
                                  f"input={folder}", f"out={out}"])
@@ -75,8 +50,8 @@ def test_torchrun_embedding_equals_one_process(run, embedded, torchrun):
     assert len(set(paths)) == len(paths) == 896
 
 
-def test_another_checkpoint_is_refused_with_one_line(run, embedded, capsys):
-    run_dir, _, folder = run
+def test_another_checkpoint_is_refused_with_one_line(digits_run, embedded, capsys):
+    run_dir, _, folder = digits_run
     assert index.main([str(embedded), "index.type=flat", f"out={embedded / 'flat'}"]) == 0
     ckpt = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     name = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
@@ -93,8 +68,11 @@ def test_another_checkpoint_is_refused_with_one_line(run, embedded, capsys):
     assert "index.type" in capsys.readouterr().err
 
 
-def test_training_wrote_retrieval_pictures(run):
-    run_dir, _, _ = run
+def test_training_wrote_retrieval_pictures_and_their_cost(digits_run):
+    run_dir, _, _ = digits_run
+    row = metrics(run_dir)[-1]
+    # What the pictures cost, next to the epoch's training and evaluation time.
+    assert all(row[f"perf/{k}_s"] > 0 for k in ("train", "eval", "pictures")), row
     width, height = cell_size()
     for name in ("epoch_001.png", "epoch_001_worst.png"):
         with Image.open(run_dir / "retrieval" / name) as image:
@@ -110,8 +88,8 @@ def test_training_wrote_retrieval_pictures(run):
     assert {"retrieval/sample", "retrieval/worst"} <= tags
 
 
-def test_export_cli_checks_parity_on_the_run_images(run, capsys):
-    run_dir, overrides, _ = run
+def test_export_cli_checks_parity_on_the_run_images(digits_run, capsys):
+    run_dir, overrides, _ = digits_run
     out = run_dir.parent / "model.ts"
     assert export.main([str(run_dir / "config.yaml"), f"checkpoint={run_dir / 'best.pt'}",
                         "format=torchscript", f"out={out}", "parity_images=4"]) == 0

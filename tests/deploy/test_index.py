@@ -18,7 +18,7 @@ def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
 
 def test_auto_is_exact_below_the_threshold():
     cfg = IndexConfig(exact_below=1000)
-    assert choose_type(cfg, 999) == "flat" and choose_type(cfg, 1000) == "ivfpq"
+    assert choose_type(cfg, 999) == "flat" and choose_type(cfg, 1000) == "hnsw"
     assert choose_type(IndexConfig(type="hnsw"), 10) == "hnsw"
 
 

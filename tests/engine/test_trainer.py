@@ -26,7 +26,8 @@ def test_run_directory_holds_everything(tmp_path):
     rows = metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("train/loss", "train/pa_pos", "train/pa_neg", "train/prc", "train/src",
-                "lr/backbone", "lr/head", "lr/loss", "perf/images_per_s", "eval/R@1", "eval/R@8"):
+                "lr/backbone", "lr/head", "lr/loss", "perf/images_per_s", "perf/train_s", "perf/eval_s",
+                "eval/R@1", "eval/R@8"):
         assert key in rows[-1], key
     assert 0.0 <= rows[-1]["eval/R@1"] <= 1.0
     assert "final: eval/R@1" in out.stdout
