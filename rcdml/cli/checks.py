@@ -16,7 +16,7 @@ def check_evaluation(cfg: Config) -> None:
     """What evaluating a checkpoint with ``cfg`` needs: the model, the evaluation data and the
     process group (not the loss, the optimiser or the training backend: a DeepSpeed run's config
     evaluates without DeepSpeed installed)."""
-    check_model_config(cfg.model)
+    check_model_config(cfg)
     check_dataset_config(cfg.data, None)
     check_config(cfg)
     check_loader_config(cfg.data)
@@ -28,7 +28,7 @@ def check_training(cfg: Config, world_size: int = 1) -> None:
     # Here, not at the top: evaluation does not import the training engine.
     from rcdml.engine.backends import check_backend_config
 
-    check_model_config(cfg.model)
+    check_model_config(cfg)
     check_loss_config(cfg.loss)
     check_config(cfg)
     check_training_config(cfg, world_size)

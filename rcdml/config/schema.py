@@ -7,7 +7,7 @@ override what differs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rcdml.config.typed import bounded
 
@@ -16,11 +16,21 @@ from rcdml.config.typed import bounded
 class ModelConfig:
     """The network: backbone, embedding head, pooling, normalisation, BatchNorm."""
 
+    # A built-in backbone (bn_inception, googlenet, resnet18/50/101, conv4) or timm:<name>, any
+    # timm model name (timm.list_models()), with an optional pretrained tag, e.g.
+    # timm:vit_small_patch16_224.dino.
     backbone: str = "bn_inception"
+    # Keyword arguments of timm.create_model for a timm backbone (img_size, patch_size, depth,
+    # embed_dim, num_heads, drop_path_rate, ...); timm checks them.
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
     embedding_size: int = bounded(512, ge=1)
-    # none | imagenet | path to a state_dict file (.pth) for the backbone
+    # none | imagenet | path to a state_dict file (.pth) for the backbone. imagenet downloads the
+    # torchvision, Cadene or (timm backbones) timm weights on first use.
     pretrained: str = "none"
-    pooling: Literal["avg", "max", "avg+max"] = "avg+max"
+    # Feature maps (CNNs): avg | max | avg+max (their sum) | gem. Token sequences (ViTs):
+    # cls (class token) | avg (mean of the patch tokens) | avg+cls (their sum) | gem (over the
+    # patch tokens). gem is generalised-mean pooling with a learnable exponent (initially 3).
+    pooling: Literal["avg", "max", "avg+max", "gem", "cls", "avg+cls"] = "avg+max"
     normalize: bool = True
     freeze_bn: bool = True
 

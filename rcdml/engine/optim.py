@@ -25,7 +25,7 @@ def param_groups(model: nn.Module, loss: nn.Module, cfg: OptimConfig) -> list[di
     lrs = base_lrs(cfg)
     groups = [
         {"name": "backbone", "params": model.backbone_parameters(), "lr": lrs["backbone"]},
-        {"name": "head", "params": list(model.head.parameters()), "lr": lrs["head"]},
+        {"name": "head", "params": model.head_parameters(), "lr": lrs["head"]},
         {"name": "loss", "params": list(loss.parameters()), "lr": lrs["loss"]},
     ]
     return [g for g in groups if g["params"]]
