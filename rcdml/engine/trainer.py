@@ -38,7 +38,7 @@ from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
 from rcdml.eval.metrics import retrieval_metrics, summarize
 from rcdml.eval.retrieval import embed_eval_data, rank
 from rcdml.losses import GlobalBatchLoss, NonFiniteEmbeddings, build_loss
-from rcdml.models import EmbeddingNet, backbone_spec, build_model
+from rcdml.models import EmbeddingNet, build_model, input_style
 from rcdml.log import get_logger
 from rcdml.monitor import (EmbeddingProbe, RunMonitor, intra_class_similarities,
                            proxy_similarities)
@@ -72,7 +72,7 @@ class Components:
 
 def build_components(cfg: Config, dist: DistInfo) -> Components:
     model = build_model(cfg.model).to(dist.device)
-    pipeline = build_pipeline(cfg, dist, backbone_spec(cfg.model.backbone).input_style)
+    pipeline = build_pipeline(cfg, dist, input_style(cfg.model))
     loss = build_loss(cfg.loss, pipeline.num_train_classes, cfg.model.embedding_size).to(dist.device)
     learner = MetricLearner(model, loss, amp_dtype(cfg.train.amp))
     optimizer = build_optimizer(param_groups(model, loss, cfg.optim), cfg.optim)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from rcdml.config import Config, ConfigError
+from rcdml.config import Config, ConfigError, ModelConfig
 from rcdml.config.checks import check_choice
 from rcdml.registry import Registry
 
@@ -56,6 +56,11 @@ def backbone_names() -> list[str]:
 def backbone_spec(name: str, kwargs: Mapping[str, Any] | None = None) -> BackboneSpec:
     family, _, variant = name.partition(":")
     return BACKBONES[family](variant, kwargs or {})
+
+
+def input_style(cfg: ModelConfig) -> str:
+    """The input style of ``cfg``'s backbone, for the data pipeline."""
+    return backbone_spec(cfg.backbone, cfg.timm_kwargs).input_style
 
 
 def check_model_config(cfg: Config) -> None:
