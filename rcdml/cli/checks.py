@@ -27,6 +27,7 @@ def check_training(cfg: Config, world_size: int = 1) -> None:
     """Everything a training run of ``cfg`` on ``world_size`` ranks needs."""
     # Here, not at the top: evaluation does not import the training engine.
     from rcdml.engine.backends import check_backend_config
+    from rcdml.engine.optim import check_optim_config
 
     check_model_config(cfg)
     check_loss_config(cfg.loss)
@@ -36,3 +37,4 @@ def check_training(cfg: Config, world_size: int = 1) -> None:
     check_dataset_config(cfg.data, cfg.train.batch_size)
     check_dist_config(cfg.dist)
     check_backend_config(cfg, world_size)
+    check_optim_config(cfg)

@@ -21,6 +21,8 @@ RUN_KEYS = MODEL_KEYS + (
     "data.sampler", "data.samples_per_class",
     "train.batch_size", "train.backend", "train.seed",
     "optim.name",
+    # They shape the optimizer's param groups, whose state a checkpoint holds.
+    "optim.layer_decay", "optim.no_weight_decay",
 )
 
 

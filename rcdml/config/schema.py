@@ -103,6 +103,17 @@ class OptimConfig:
     # Learning-rate multipliers of the embedding head and of the loss's parameters (proxies).
     head_lr_mult: float = bounded(1.0, gt=0.0)
     loss_lr_mult: float = bounded(1000.0, gt=0.0)
+    # Layer-wise learning-rate decay of a timm backbone (BEiT; Bao et al., 2022): layer i of L
+    # (timm's group_matcher: patch embedding 0, blocks 1..L-1) trains at lr * layer_decay^(L-i),
+    # the embedding head being layer L. 1.0: every backbone layer at lr.
+    layer_decay: float = bounded(1.0, gt=0.0, le=1.0)
+    # Parameters without weight decay, as fnmatch patterns of the network's parameter names
+    # (backbone.blocks.0.norm1.weight, head.bias, pool.p), e.g. ["*.bias", "*norm*",
+    # "backbone.pos_embed"]. null: for a timm backbone its 1-d parameters (norms, biases) and
+    # those its no_weight_decay() names (position embeddings, class token), as timm's recipes
+    # do; for the built-in backbones none, as the reference implementation. The loss's
+    # proxies always decay.
+    no_weight_decay: list[str] | None = None
     scheduler: Literal["step", "cosine", "none"] = "step"
     step_size: int = bounded(10, ge=1)
     gamma: float = bounded(0.5, gt=0.0, le=1.0)
