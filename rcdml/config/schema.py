@@ -151,6 +151,18 @@ class TrainConfig:
     on_nonfinite: Literal["stop", "skip"] = "stop"
     # Loss scalar to TensorBoard and the progress bar every N steps (one host sync each).
     log_every_steps: int = bounded(10, ge=1)
+    # Recompute a timm backbone's blocks in the backward pass instead of keeping their
+    # activations (timm's set_grad_checkpointing): less memory, about a third more compute.
+    grad_checkpointing: bool = False
+    # torch.compile the network (the loss and its all-gather stay eager); the first steps and
+    # the first evaluation pay the compilation.
+    compile: bool = False
+    # torch.compile's backend: inductor (generated kernels; on a CPU it needs a C++ compiler) or
+    # one of torch._dynamo.list_backends() / aot_eager (graph capture only, compiles in seconds).
+    compile_backend: str = "inductor"
+    # Channels-last memory layout of the network and its input batches (convolutional backbones
+    # only: faster convolutions on tensor cores and on CPUs with oneDNN).
+    channels_last: bool = False
 
 
 @dataclass

@@ -37,7 +37,8 @@ def _no_weight_decay(model: nn.Module, cfg: OptimConfig) -> set[str]:
         return {n for n in named if any(fnmatch.fnmatchcase(n, p) for p in cfg.no_weight_decay)}
     if not model.timm:
         return set()
-    listed = {f"backbone.{n}" for n in model.backbone.no_weight_decay()}
+    # As timm's create_optimizer: a model without no_weight_decay() lists nothing.
+    listed = {f"backbone.{n}" for n in getattr(model.backbone, "no_weight_decay", set)()}
     return {n for n, p in named.items() if p.ndim <= 1 or n in listed}
 
 

@@ -81,6 +81,12 @@ def check_model_config(cfg: Config) -> None:
                               f"backbones (model.backbone: timm:<name>), not {model.backbone}")
         layout = Layout(tokens=False)
     check_pooling(model.pooling, layout, model.backbone)
+    if cfg.train.channels_last and layout.tokens:
+        raise ConfigError(f"train.channels_last: true applies to convolutional backbones, not "
+                          f"{model.backbone}, whose output is tokens; allowed: false")
+    if cfg.train.grad_checkpointing and family != FAMILY:
+        raise ConfigError(f"train.grad_checkpointing: true needs a timm backbone (model.backbone: "
+                          f"timm:<name>); allowed with {model.backbone}: false")
     pretrained = model.pretrained
     if pretrained not in ("none", "imagenet") and not os.path.isfile(os.path.expanduser(pretrained)):
         raise ConfigError(f"model.pretrained: {pretrained} is not a file; allowed: none, imagenet, "

@@ -1,12 +1,14 @@
-"""timm backbones: any timm name builds, every pooling of its kind computes what it says, and an
+"""timm backbones: any timm name builds, every pooling of its kind computes what it says, an
 unknown name, refused arguments or a pooling of the other kind are one-line config errors before
-any work. Tiny models only (no download)."""
+any work, and a ViT and a ResNet train end to end, under DDP exactly like one process. Tiny
+models only (no download)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from rcdml.models.registry import check_model_config
+from runs import assert_ddp_equals_one_process
 from rcdml.config import ConfigError, load_config
 from rcdml.models import build_model
 
@@ -101,3 +103,21 @@ def test_config_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as info:
         checked(*overrides)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# Options that change how the network runs, not what it computes: on the DDP side only, so the
+# comparison also checks that they give the eager single process's losses (aot_eager: graph
+# capture and AOTAutograd without inductor's C++ build, which takes minutes on a small CPU).
+COMPILED = ("train.compile=true", "train.compile_backend=aot_eager")
+
+
+def test_tiny_vit_trains_and_two_compiled_checkpointed_ranks_equal_one_eager_process(tmp_path):
+    """With layer decay, and a warm-up epoch (backbone frozen, then trained)."""
+    vit = [*TINY_VIT, "model.pooling=avg+cls", "optim.layer_decay=0.75", "train.warmup_epochs=1"]
+    assert_ddp_equals_one_process(tmp_path, *vit,
+                                  ddp_args=(*COMPILED, "train.grad_checkpointing=true"))
+
+
+def test_timm_resnet_trains_and_two_compiled_channels_last_ranks_equal_one_process(tmp_path):
+    assert_ddp_equals_one_process(tmp_path, *TINY_RESNET, "model.pooling=gem",
+                                  ddp_args=(*COMPILED, "train.channels_last=true"))
