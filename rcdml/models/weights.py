@@ -101,10 +101,12 @@ def load_pretrained(model: nn.Module, path: str) -> str:
         return f"model.pretrained: loaded the backbone from {path}"
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     _load_strict(model.backbone, backbone, path, "backbone")
-    head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
-    own = model.head.state_dict()
+    # The embedding head with the pooling's parameters (GeM's exponent), all or nothing.
+    parts = ("head.", "pool.")
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(parts)}
+    head = {k: v for k, v in state.items() if k.startswith(parts)}
     if head.keys() == own.keys() and all(head[k].shape == own[k].shape for k in own):
-        model.head.load_state_dict(head)
+        model.load_state_dict({**model.state_dict(), **head})
         return f"model.pretrained: loaded the backbone and the embedding head from {path}"
     return (f"model.pretrained: loaded the backbone from {path}; its head (if any) does not fit "
             "the embedding head, so the head starts from a fresh initialisation")

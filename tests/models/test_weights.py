@@ -57,6 +57,18 @@ def test_rcdml_checkpoint_gives_backbone_and_head_only_when_sizes_match(tmp_path
     _same(other.backbone, source.backbone.state_dict())
 
 
+def test_rcdml_checkpoint_gives_gems_exponent_with_the_head(tmp_path):
+    source = _model("resnet18", "model.pooling=gem")
+    with torch.no_grad():
+        source.pool.p.fill_(4.5)
+    torch.save({"model": source.state_dict()}, tmp_path / "best.pt")
+    tuned = _model("resnet18", "model.pooling=gem")
+    assert "and the embedding head" in load_pretrained(tuned, str(tmp_path / "best.pt"))
+    assert tuned.pool.p.item() == 4.5
+    plain = _model("resnet18", "model.pooling=avg")
+    assert "head starts from a fresh initialisation" in load_pretrained(plain, str(tmp_path / "best.pt"))
+
+
 def test_mismatch_and_non_state_dict_are_one_line_config_errors(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save(tvm.resnet18(weights=None).state_dict(), path)
