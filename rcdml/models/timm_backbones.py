@@ -94,6 +94,12 @@ def check_timm_backbone(name: str, kwargs: Mapping[str, Any], image_size: int) -
         hint = f" (close: {', '.join(close)})" if close else ""
         raise ConfigError(f"{key}: timm:{name} is not a timm model{hint}; allowed: any of "
                           "timm.list_models()")
+    for arg in kwargs:
+        if not arg.isidentifier():
+            # {img_size:16} is YAML for the key "img_size:16" (without a value), which timm,
+            # dropping arguments that are None, would ignore.
+            raise ConfigError(f"model.timm_kwargs: {arg!r} is not an argument name; write "
+                              "{img_size: 16} with a space after each colon")
     try:
         model = meta_model(name, kwargs)
     except (TypeError, ValueError, RuntimeError, AssertionError, KeyError) as e:

@@ -96,6 +96,8 @@ def test_register_tokens_are_not_patch_tokens():
      "model.timm_kwargs: timm.create_model('vit_tiny_patch16_224'"),
     ([*TINY_VIT, "data.image_size=32", "data.resize_size=32", "model.pooling=cls"],
      "data.image_size: timm:vit_tiny_patch16_224 does not take 32 px inputs"),
+    ([*TINY_VIT, "model.timm_kwargs={img_size:16}"],
+     "model.timm_kwargs: 'img_size:16' is not an argument name"),
     (["model.backbone=resnet18", "model.timm_kwargs.img_size=16"],
      "model.timm_kwargs: {'img_size': 16} is only read by timm backbones"),
 ])
