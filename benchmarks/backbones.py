@@ -138,14 +138,17 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--compile-backend", default="inductor",
                         help="train.compile_backend of the compile mode")
+    parser.add_argument("--backbones", nargs="+", choices=[b.name for b in BACKBONES],
+                        help="measure these only (default: all)")
     parser.add_argument("--smoke", action="store_true", help="two tiny backbones, batch 2")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU is visible")
     batch = 2 if args.smoke else args.batch or (64 if device.type == "cuda" else 8)
-    run(SMOKE if args.smoke else BACKBONES, args.modes, batch, device, args.repeats, args.warmup,
-        args.compile_backend)
+    backbones = SMOKE if args.smoke else [b for b in BACKBONES
+                                          if args.backbones is None or b.name in args.backbones]
+    run(backbones, args.modes, batch, device, args.repeats, args.warmup, args.compile_backend)
     return 0
 
 
