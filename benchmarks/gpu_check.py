@@ -25,6 +25,9 @@ Steps (budget in seconds on the H200; measured times go to summary.txt):
                      and ms per step, eager against channels_last
   bench_loss    60  benchmarks/loss.py on the GPU
   bench_eval    90  benchmarks/eval.py on the GPU (faiss from the wheels)
+  bench_backbones 150  benchmarks/backbones.py on the GPU: images/s and peak memory per backbone,
+                     eager against train.compile (inductor) and channels_last; rows print as
+                     they are measured, so a step cut short keeps the backbones it reached
 """
 from __future__ import annotations
 
@@ -220,6 +223,11 @@ if importlib.util.find_spec("nvidia.dali") is None:
         sizes = [] if self.dry else ["--sizes", "10000", "30000"]
         text = self.step("bench_eval", 120, [sys.executable, "benchmarks/eval.py", "--device", device,
                                              "--max-matrix-gib", "16", *sizes, *self.bench])
+        self.lines += [line for line in text.splitlines() if line.startswith("|")]
+        # The dry run's CPU would spend minutes in inductor's C++ builds: graph capture only.
+        tiny = ["--smoke", "--compile-backend", "aot_eager"] if self.dry else []
+        text = self.step("bench_backbones", 150, [sys.executable, "benchmarks/backbones.py",
+                                                  "--device", device, *tiny])
         self.lines += [line for line in text.splitlines() if line.startswith("|")]
 
     def finish(self) -> int:

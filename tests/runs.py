@@ -10,7 +10,9 @@ from typing import Callable
 
 import torch
 
-from conftest import ROOT
+import pytest
+
+from conftest import ROOT, run_torchrun
 
 TRAIN = os.path.join(ROOT, "launch", "train.py")
 DIGITS = os.path.join(ROOT, "configs", "digits8x8.yaml")
@@ -96,3 +98,31 @@ def worker_pids(parent: int) -> dict[int, int]:
         if b"RANK" in env:
             found[int(env[b"RANK"])] = int(entry)
     return found
+
+
+def assert_ddp_equals_one_process(tmp_path, *args: str, ddp_args: tuple[str, ...] = ()
+                                  ) -> subprocess.CompletedProcess:
+    """DDP over two gloo ranks makes the updates of one process on the same global batch, for a
+    per-sample model (frozen BatchNorm, or none). Three steps of 500 images (5 classes x 100),
+    with SGD: Adam turns the float rounding of differently ordered gradient sums into full +-lr
+    steps for parameters whose gradient is ~0, which would hide a real discrepancy. ``ddp_args``
+    apply to the DDP run only (options that must not change the result).
+
+    The parameters are compared after one step from the same state (one process redoes DDP's last
+    step from its previous checkpoint): two separate runs differ by float rounding (1.5e-8 after a
+    step), and a ReLU input within fp32 rounding of zero (measured: 1.1e-7) can be on in one run and
+    off in the other, moving a weight gradient by that sample's whole share (1e-4). Returns the
+    torchrun process."""
+    args = ("train.epochs=3", "train.batch_size=500", "data.samples_per_class=100",
+            "optim.name=sgd", "optim.lr=0.01", *args)
+    train(*fast(tmp_path, "single", *args))
+    result = run_torchrun(TRAIN, 2, fast(tmp_path, "ddp", *args, *ddp_args), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    single, ddp = metrics(tmp_path / "single"), metrics(tmp_path / "ddp")
+    assert len(ddp) == 3
+    for a, b in zip(single, ddp):
+        assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-5)
+        assert a["eval/R@1"] == pytest.approx(b["eval/R@1"], abs=0.002)
+    train(*fast(tmp_path, "redo", *args, f"train.resume={tmp_path / 'ddp' / 'prev.pt'}"))
+    assert_same_params(tmp_path / "redo" / "last.pt", tmp_path / "ddp" / "last.pt", atol=1e-6)
+    return result

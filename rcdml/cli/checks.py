@@ -16,7 +16,7 @@ def check_evaluation(cfg: Config) -> None:
     """What evaluating a checkpoint with ``cfg`` needs: the model, the evaluation data and the
     process group (not the loss, the optimiser or the training backend: a DeepSpeed run's config
     evaluates without DeepSpeed installed)."""
-    check_model_config(cfg.model)
+    check_model_config(cfg)
     check_dataset_config(cfg.data, None)
     check_config(cfg)
     check_loader_config(cfg.data)
@@ -27,8 +27,9 @@ def check_training(cfg: Config, world_size: int = 1) -> None:
     """Everything a training run of ``cfg`` on ``world_size`` ranks needs."""
     # Here, not at the top: evaluation does not import the training engine.
     from rcdml.engine.backends import check_backend_config
+    from rcdml.engine.optim import check_optim_config
 
-    check_model_config(cfg.model)
+    check_model_config(cfg)
     check_loss_config(cfg.loss)
     check_config(cfg)
     check_training_config(cfg, world_size)
@@ -36,3 +37,4 @@ def check_training(cfg: Config, world_size: int = 1) -> None:
     check_dataset_config(cfg.data, cfg.train.batch_size)
     check_dist_config(cfg.dist)
     check_backend_config(cfg, world_size)
+    check_optim_config(cfg)

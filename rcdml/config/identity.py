@@ -15,12 +15,14 @@ MODEL_KEYS = ("model.backbone", "model.embedding_size", "model.pooling", "model.
 
 # What a run is: resuming checks these (whole sections where a section is named).
 RUN_KEYS = MODEL_KEYS + (
-    "model.freeze_bn",
+    "model.freeze_bn", "model.timm_kwargs",
     "loss",
     "data.name", "data.train_classes", "data.eval_classes", "data.val_classes", "data.image_size",
     "data.sampler", "data.samples_per_class",
     "train.batch_size", "train.backend", "train.seed",
     "optim.name",
+    # They shape the optimizer's param groups, whose state a checkpoint holds.
+    "optim.layer_decay", "optim.no_weight_decay",
 )
 
 

@@ -7,7 +7,7 @@ override what differs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rcdml.config.typed import bounded
 
@@ -16,11 +16,21 @@ from rcdml.config.typed import bounded
 class ModelConfig:
     """The network: backbone, embedding head, pooling, normalisation, BatchNorm."""
 
+    # A built-in backbone (bn_inception, googlenet, resnet18/50/101, conv4) or timm:<name>, any
+    # timm model name (timm.list_models()), with an optional pretrained tag, e.g.
+    # timm:vit_small_patch16_224.dino.
     backbone: str = "bn_inception"
+    # Keyword arguments of timm.create_model for a timm backbone (img_size, patch_size, depth,
+    # embed_dim, num_heads, drop_path_rate, ...); timm checks them.
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
     embedding_size: int = bounded(512, ge=1)
-    # none | imagenet | path to a state_dict file (.pth) for the backbone
+    # none | imagenet | path to a state_dict file (.pth) for the backbone. imagenet downloads the
+    # torchvision, Cadene or (timm backbones) timm weights on first use.
     pretrained: str = "none"
-    pooling: Literal["avg", "max", "avg+max"] = "avg+max"
+    # Feature maps (CNNs): avg | max | avg+max (their sum) | gem. Token sequences (ViTs):
+    # cls (class token) | avg (mean of the patch tokens) | avg+cls (their sum) | gem (over the
+    # patch tokens). gem is generalised-mean pooling with a learnable exponent (initially 3).
+    pooling: Literal["avg", "max", "avg+max", "gem", "cls", "avg+cls"] = "avg+max"
     normalize: bool = True
     freeze_bn: bool = True
 
@@ -97,6 +107,17 @@ class OptimConfig:
     # Learning-rate multipliers of the embedding head and of the loss's parameters (proxies).
     head_lr_mult: float = bounded(1.0, gt=0.0)
     loss_lr_mult: float = bounded(1000.0, gt=0.0)
+    # Layer-wise learning-rate decay of a timm backbone (BEiT; Bao et al., 2022): layer i of L
+    # (timm's group_matcher: patch embedding 0, blocks 1..L-1) trains at lr * layer_decay^(L-i),
+    # the embedding head being layer L. 1.0: every backbone layer at lr.
+    layer_decay: float = bounded(1.0, gt=0.0, le=1.0)
+    # Parameters without weight decay, as fnmatch patterns of the network's parameter names
+    # (backbone.blocks.0.norm1.weight, head.bias, pool.p), e.g. ["*.bias", "*norm*",
+    # "backbone.pos_embed"]. null: for a timm backbone its 1-d parameters (norms, biases) and
+    # those its no_weight_decay() names (position embeddings, class token), as timm's recipes
+    # do; for the built-in backbones none, as the reference implementation. The loss's
+    # proxies always decay.
+    no_weight_decay: list[str] | None = None
     scheduler: Literal["step", "cosine", "none"] = "step"
     step_size: int = bounded(10, ge=1)
     gamma: float = bounded(0.5, gt=0.0, le=1.0)
@@ -134,6 +155,18 @@ class TrainConfig:
     on_nonfinite: Literal["stop", "skip"] = "stop"
     # Loss scalar to TensorBoard and the progress bar every N steps (one host sync each).
     log_every_steps: int = bounded(10, ge=1)
+    # Recompute a timm backbone's blocks in the backward pass instead of keeping their
+    # activations (timm's set_grad_checkpointing): less memory, about a third more compute.
+    grad_checkpointing: bool = False
+    # torch.compile the network (the loss and its all-gather stay eager); the first steps and
+    # the first evaluation pay the compilation.
+    compile: bool = False
+    # torch.compile's backend: inductor (generated kernels; on a CPU it needs a C++ compiler) or
+    # one of torch._dynamo.list_backends() / aot_eager (graph capture only, compiles in seconds).
+    compile_backend: str = "inductor"
+    # Channels-last memory layout of the network and its input batches (convolutional backbones
+    # only: faster convolutions on tensor cores and on CPUs with oneDNN).
+    channels_last: bool = False
 
 
 @dataclass

@@ -34,6 +34,8 @@ def _type_name(tp: Any) -> str:
     if origin is list:
         (inner,) = typing.get_args(tp)
         return f"list of {_type_name(inner)}"
+    if origin is dict:
+        return "mapping"
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp))
@@ -60,6 +62,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         return [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        # Passed through to a library that checks its own arguments (model.timm_kwargs).
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: expected a mapping of names to values, got {value!r}")
+        return dict(value)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     if tp is type(None):

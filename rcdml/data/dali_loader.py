@@ -31,6 +31,8 @@ from rcdml.data.sampler import GlobalBatchSampler
 from rcdml.data.transforms import Normalization
 
 _PREFETCH = 2
+_INTERPOLATION = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC,
+                  "nearest": types.INTERP_NN}
 
 
 def _decode_args(device: torch.device, norm: Normalization) -> dict:
@@ -62,7 +64,8 @@ def _train_graph(source: TrainSource, device: torch.device, norm: Normalization,
         **_source_args(workers))
     images = fn.decoders.image_slice(data, anchor, shape, axis_names="WH", normalized_anchor=False,
                                      normalized_shape=False, **_decode_args(device, norm))
-    images = fn.resize(images, size=[image_size, image_size])
+    images = fn.resize(images, size=[image_size, image_size],
+                       interp_type=_INTERPOLATION[norm.interpolation])
     return _normalize(images, norm, mirror), labels
 
 
@@ -73,7 +76,7 @@ def _eval_graph(source: EvalSource, device: torch.device, norm: Normalization, i
         source=source, num_outputs=5, batch=True, batch_info=True, parallel=workers > 0,
         **_source_args(workers))
     images = fn.decoders.image(data, **_decode_args(device, norm))
-    images = fn.resize(images, size=size)
+    images = fn.resize(images, size=size, interp_type=_INTERPOLATION[norm.interpolation])
     # A plain list would become a constant on the GPU operator's device, copied back to the
     # host for every batch (slice reads its shape on the CPU).
     crop = types.Constant(np.full(2, image_size, dtype=np.float32), device="cpu")

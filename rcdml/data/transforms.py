@@ -1,5 +1,5 @@
-"""Image transforms of the torchvision pipeline, and the per-backbone normalisation that the DALI
-pipeline applies with the same constants."""
+"""Image transforms of the torchvision pipeline, and the per-backbone normalisation (and resize
+filter) that the DALI pipeline applies with the same constants."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,19 +21,36 @@ BN_INCEPTION_MEAN_BGR = (104.0, 117.0, 128.0)
 @dataclass(frozen=True)
 class Normalization:
     """``out[c] = (pixel[c] - mean[c]) / std[c]`` on 0..255 pixels in the channel order of the
-    network input (BGR when ``bgr``)."""
+    network input (BGR when ``bgr``), resized with ``interpolation`` (bilinear | bicubic |
+    nearest)."""
     bgr: bool
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    interpolation: str = "bilinear"
 
 
 def normalization(input_style: str) -> Normalization:
+    """The inputs of a backbone's input style (:class:`rcdml.models.registry.BackboneSpec`):
+    imagenet, bn_inception, or ``timm:<name>``, whose pretrained config (timm's data config)
+    gives the mean, std and resize filter its weights were trained with."""
     if input_style == "bn_inception":
         return Normalization(True, BN_INCEPTION_MEAN_BGR, (1.0, 1.0, 1.0))
     if input_style == "imagenet":
         return Normalization(False, tuple(255.0 * m for m in IMAGENET_MEAN),
                              tuple(255.0 * s for s in IMAGENET_STD))
-    raise ValueError(f"unknown input style {input_style!r}; allowed: imagenet, bn_inception")
+    family, _, name = input_style.partition(":")
+    if family == "timm" and name:
+        from rcdml.models.timm_backbones import timm_input
+
+        found = timm_input(name)
+        return Normalization(False, tuple(255.0 * m for m in found.mean),
+                             tuple(255.0 * s for s in found.std), found.interpolation)
+    raise ValueError(f"unknown input style {input_style!r}; allowed: imagenet, bn_inception, "
+                     "timm:<name>")
+
+
+def _interpolation(norm: Normalization) -> T.InterpolationMode:
+    return T.InterpolationMode(norm.interpolation)
 
 
 class Normalize(torch.nn.Module):
@@ -59,13 +76,16 @@ class TrainTransform:
         self.size = cfg.image_size
         self.scale = tuple(cfg.crop_scale)
         self.flip = cfg.flip
-        self.finish = T.Compose([T.ToTensor(), Normalize(normalization(input_style))])
+        norm = normalization(input_style)
+        self.interpolation = _interpolation(norm)
+        self.finish = T.Compose([T.ToTensor(), Normalize(norm)])
 
     def __call__(self, image: Image.Image, seed: int) -> torch.Tensor:
         geo = train_geometry(image.width, image.height, seed, self.scale, self.flip)
         box = geo.box
         image = F.resized_crop(image, box.top, box.left, box.height, box.width,
-                               [self.size, self.size], antialias=True)
+                               [self.size, self.size], interpolation=self.interpolation,
+                               antialias=True)
         if geo.flip:
             image = F.hflip(image)
         return self.finish(image)
@@ -73,5 +93,6 @@ class TrainTransform:
 
 def eval_transform(cfg: DataConfig, input_style: str) -> T.Compose:
     """Resize the short side to ``resize_size``, centre-crop ``image_size``, normalise."""
-    return T.Compose([T.Resize(cfg.resize_size, antialias=True), T.CenterCrop(cfg.image_size),
-                      T.ToTensor(), Normalize(normalization(input_style))])
+    norm = normalization(input_style)
+    return T.Compose([T.Resize(cfg.resize_size, interpolation=_interpolation(norm), antialias=True),
+                      T.CenterCrop(cfg.image_size), T.ToTensor(), Normalize(norm)])

@@ -16,7 +16,7 @@ from rcdml.distributed import DistInfo, rank_share
 from rcdml.engine.learner import amp_dtype
 from rcdml.eval.checkpoint import load_model, read_checked_checkpoint
 from rcdml.eval.embed import embed_shard, gather_in_order
-from rcdml.models import backbone_spec
+from rcdml.models import input_style as backbone_input_style
 
 
 def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
@@ -44,7 +44,7 @@ def load_trained(cfg: Config, checkpoint: str) -> TrainedModel:
     not a checkpoint of ``cfg``'s model."""
     ckpt: dict[str, Any] = read_checked_checkpoint(checkpoint, cfg)
     return TrainedModel(load_model(cfg, ckpt, checkpoint).eval(), fingerprint(ckpt["model"]),
-                        backbone_spec(cfg.model.backbone).input_style, checkpoint,
+                        backbone_input_style(cfg.model), checkpoint,
                         ckpt.get("epoch"))
 
 

@@ -32,13 +32,13 @@ from rcdml.distributed import (DistInfo, all_gather_object, barrier, equal_shard
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.backends import Backend, build_backend
 from rcdml.engine.checkpoint import BEST, LAST, CheckpointManager, CheckpointMismatch, RunDirError
-from rcdml.engine.learner import MetricLearner, amp_dtype
+from rcdml.engine.learner import MetricLearner, amp_dtype, prepare_network
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
 from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
 from rcdml.eval.metrics import retrieval_metrics, summarize
 from rcdml.eval.retrieval import EvalEmbeddings, embed_eval_data, embed_split, rank, score
 from rcdml.losses import GlobalBatchLoss, NonFiniteEmbeddings, build_loss
-from rcdml.models import EmbeddingNet, backbone_spec, build_model
+from rcdml.models import EmbeddingNet, build_model, input_style
 from rcdml.log import get_logger
 from rcdml.monitor import (EmbeddingProbe, RunMonitor, intra_class_similarities,
                            proxy_similarities)
@@ -71,10 +71,10 @@ class Components:
 
 
 def build_components(cfg: Config, dist: DistInfo) -> Components:
-    model = build_model(cfg.model).to(dist.device)
-    pipeline = build_pipeline(cfg, dist, backbone_spec(cfg.model.backbone).input_style)
+    model = prepare_network(build_model(cfg.model).to(dist.device), cfg.train)
+    pipeline = build_pipeline(cfg, dist, input_style(cfg.model))
     loss = build_loss(cfg.loss, pipeline.num_train_classes, cfg.model.embedding_size).to(dist.device)
-    learner = MetricLearner(model, loss, amp_dtype(cfg.train.amp))
+    learner = MetricLearner(model, loss, amp_dtype(cfg.train.amp), cfg.train.channels_last)
     optimizer = build_optimizer(param_groups(model, loss, cfg.optim), cfg.optim)
     backend = build_backend(cfg, learner, optimizer, dist.device)
     return Components(model, loss, learner, optimizer, backend, pipeline)

@@ -9,6 +9,8 @@ from torch import nn
 from rcdml.config import ModelConfig
 from rcdml.functional import l2_normalize
 from rcdml.log import get_logger
+from rcdml.models import timm_backbones
+from rcdml.models.pooling import GlobalPool
 from rcdml.models.registry import backbone_spec
 from rcdml.models.weights import load_pretrained
 
@@ -16,7 +18,9 @@ log = get_logger(__name__)
 
 
 class EmbeddingNet(nn.Module):
-    """``backbone`` feature map -> avg/max/avg+max pooling -> linear head -> optional l2 norm.
+    """``backbone`` feature map or tokens -> pooling (:class:`GlobalPool`) -> linear head ->
+    optional l2 norm. A ``timm`` backbone runs its ``forward_features`` (the trunk, without
+    timm's head).
 
     With ``freeze_bn`` the backbone's BatchNorm layers keep their running statistics and affine
     parameters (eval mode, no gradient) even in ``train()``: with the small per-class batches of
@@ -24,13 +28,15 @@ class EmbeddingNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, channels: int, embedding_size: int,
-                 pooling: str = "avg+max", normalize: bool = True, freeze_bn: bool = False) -> None:
+                 pooling: str = "avg+max", normalize: bool = True, freeze_bn: bool = False,
+                 timm: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
+        self.timm = timm
+        self.pool = GlobalPool(pooling, prefix=int(getattr(backbone, "num_prefix_tokens", 0)))
         self.head = nn.Linear(channels, embedding_size)
         nn.init.kaiming_normal_(self.head.weight, mode="fan_out")
         nn.init.zeros_(self.head.bias)
-        self.pooling = pooling
         self.normalize = normalize
         self.freeze_bn = freeze_bn
         if freeze_bn:
@@ -58,15 +64,17 @@ class EmbeddingNet(nn.Module):
         for p in self.backbone_parameters():
             p.requires_grad_(trainable)
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The embedding head's and the pooling's (GeM's exponent) parameters."""
+        return [*self.pool.parameters(), *self.head.parameters()]
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        if self.timm:
+            return timm_backbones.features(self.backbone, images)
+        return self.backbone(images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        fmap = self.backbone(images)
-        if self.pooling == "avg":
-            pooled = fmap.mean(dim=(2, 3))
-        elif self.pooling == "max":
-            pooled = fmap.amax(dim=(2, 3))
-        else:
-            pooled = fmap.mean(dim=(2, 3)) + fmap.amax(dim=(2, 3))
-        out = self.head(pooled)
+        out = self.head(self.pool(self.features(images)))
         if self.normalize:
             out = l2_normalize(out)
         return out
@@ -74,10 +82,11 @@ class EmbeddingNet(nn.Module):
 
 def build_model(cfg: ModelConfig) -> EmbeddingNet:
     """The embedding network of ``cfg``; ``pretrained`` is none, imagenet or a path."""
-    spec = backbone_spec(cfg.backbone)
+    spec = backbone_spec(cfg.backbone, cfg.timm_kwargs)
     backbone = spec.build(cfg.pretrained == "imagenet")
     model = EmbeddingNet(backbone, spec.channels, cfg.embedding_size, pooling=cfg.pooling,
-                         normalize=cfg.normalize, freeze_bn=cfg.freeze_bn)
+                         normalize=cfg.normalize, freeze_bn=cfg.freeze_bn,
+                         timm=cfg.backbone.startswith(f"{timm_backbones.FAMILY}:"))
     if cfg.pretrained not in ("none", "imagenet"):
         message = load_pretrained(model, os.path.expanduser(cfg.pretrained))
         log.info(message)

@@ -1,7 +1,9 @@
 """Loading pretrained weights from files: torchvision's state_dicts (ResNet-18/50/101,
-GoogLeNet), the Cadene BN-Inception port, a plain backbone state_dict, or an rcdml checkpoint
-(``last.pt``/``best.pt``: its backbone, and its embedding head when the sizes match), which is how
-a trained model is fine-tuned on a new dataset."""
+GoogLeNet), the Cadene BN-Inception port, a timm model's state_dict (its classifier left out),
+DINO's checkpoints (the released ``dino_*_pretrain.pth`` backbones, or a training checkpoint's
+``teacher``), a plain backbone state_dict, or an rcdml checkpoint (``last.pt``/``best.pt``: its
+backbone, and its embedding head when the sizes match), which is how a trained model is
+fine-tuned on a new dataset."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -20,7 +22,8 @@ _CLASSIFIER_PREFIXES = ("fc.", "last_linear.", "classifier.", "aux1.", "aux2.")
 def adapt_state_dict(checkpoint: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """``checkpoint`` made ready for ``model``'s strict ``load_state_dict``:
 
-    * drops classifier weights (``fc.``, ``last_linear.``, ``classifier.``, ``aux1/2.``);
+    * drops classifier weights that ``model`` lacks (``fc.``, ``last_linear.``, ``classifier.``,
+      ``aux1/2.``, and a timm model's own classifier, e.g. a ViT's ``head.``);
     * renames torchvision ResNet keys (``conv1.*``, ``layer1.*``) to the trunk's numbered
       children (``0.*``, ``4.*``) when ``model`` is such a trunk;
     * reshapes tensors whose element count matches but whose shape does not (ports store
@@ -30,10 +33,11 @@ def adapt_state_dict(checkpoint: Mapping[str, torch.Tensor], model: nn.Module) -
     Any other disagreement is left for the strict load to report.
     """
     own = model.state_dict()
+    classifiers = _CLASSIFIER_PREFIXES + _timm_classifiers(model)
     numbered = {name: str(i) for i, name in enumerate(TORCHVISION_NAMES)}
     out: dict[str, torch.Tensor] = {}
     for key, value in checkpoint.items():
-        if key.startswith(_CLASSIFIER_PREFIXES):
+        if key.startswith(classifiers) and key not in own:
             continue
         head, _, rest = key.partition(".")
         if key not in own and head in numbered and f"{numbered[head]}.{rest}" in own:
@@ -46,6 +50,12 @@ def adapt_state_dict(checkpoint: Mapping[str, torch.Tensor], model: nn.Module) -
         if key.endswith(".num_batches_tracked") and key not in out:
             out[key] = torch.zeros_like(value)
     return out
+
+
+def _timm_classifiers(model: nn.Module) -> tuple[str, ...]:
+    """The key prefixes of a timm model's classifier (its pretrained config names them)."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    return tuple(f"{n}." for n in ((names,) if isinstance(names, str) else names))
 
 
 def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str, part: str) -> None:
@@ -68,6 +78,11 @@ def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str
 def _state_dict(obj, path: str) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
+    if isinstance(obj, dict) and isinstance(obj.get("teacher"), dict):
+        # A DINO training checkpoint: the teacher is the network DINO evaluates and releases.
+        obj = obj["teacher"]
+    if isinstance(obj, dict) and obj and all(str(k).startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}  # saved from a DDP wrapper
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ConfigError(f"model.pretrained: {path} is not a state_dict (a mapping of names to "
                           "tensors) nor an rcdml checkpoint")
@@ -86,10 +101,12 @@ def load_pretrained(model: nn.Module, path: str) -> str:
         return f"model.pretrained: loaded the backbone from {path}"
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     _load_strict(model.backbone, backbone, path, "backbone")
-    head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
-    own = model.head.state_dict()
+    # The embedding head with the pooling's parameters (GeM's exponent), all or nothing.
+    parts = ("head.", "pool.")
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(parts)}
+    head = {k: v for k, v in state.items() if k.startswith(parts)}
     if head.keys() == own.keys() and all(head[k].shape == own[k].shape for k in own):
-        model.head.load_state_dict(head)
+        model.load_state_dict({**model.state_dict(), **head})
         return f"model.pretrained: loaded the backbone and the embedding head from {path}"
-    return (f"model.pretrained: loaded the backbone from {path}; its embedding head has another "
-            "size, so the head starts from a fresh initialisation")
+    return (f"model.pretrained: loaded the backbone from {path}; its head (if any) does not fit "
+            "the embedding head, so the head starts from a fresh initialisation")

@@ -12,7 +12,7 @@ import zipfile
 from conftest import ROOT
 
 STEPS = ("install", "environment", "make_jpegs", "train_bninception", "resume", "deepspeed_zero2",
-         "gloo_two_ranks", "syncs_resnet50", "bench_loss", "bench_eval")
+         "gloo_two_ranks", "syncs_resnet50", "bench_loss", "bench_eval", "bench_backbones")
 
 
 def tiny_wheel(folder) -> None:

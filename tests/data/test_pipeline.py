@@ -52,12 +52,15 @@ def mixed_folder(tmp_path_factory, image_writer):
 
 
 @needs_dali
-@pytest.mark.parametrize("style", ["imagenet", "bn_inception"])
+# timm:vit_small_patch16_224: inputs in [-1, 1], bicubic resizing (its timm data config).
+@pytest.mark.parametrize("style", ["imagenet", "bn_inception", "timm:vit_small_patch16_224"])
 def test_dali_and_torchvision_give_the_same_batches(mixed_folder, style):
     """Same layout, dtype and value range, and the same pixels up to the resize filters: PIL and
     DALI round differently (one grey level), and where a training crop is shrunk more than 2x
     the outermost ring of output pixels differs more, because PIL renormalises its filter at the
-    crop's edge while DALI repeats the edge pixels; inside that ring, one grey level."""
+    crop's edge while DALI repeats the edge pixels; inside that ring, one grey level (two for
+    bicubic filters, whose overshoot each side rounds and clips on its own)."""
+    levels = 2.0 if normalization(style).interpolation == "bicubic" else 1.0
     torch_pipe = _pipeline(mixed_folder, "torch", style)
     dali_pipe = _pipeline(mixed_folder, "dali", style)
     assert (torch_pipe.loader, dali_pipe.loader) == ("torch", "dali")
@@ -70,11 +73,11 @@ def test_dali_and_torchvision_give_the_same_batches(mixed_folder, style):
         assert xt.dtype == xd.dtype == torch.float32
         assert torch.equal(yt, yd) and torch.equal(it, id_) and yd.dtype == id_.dtype == torch.long
         diff = grey_levels((xt - xd).abs(), style)
-        assert diff.max() <= 1.0 + 1e-3 and diff.mean() < 0.3, (diff.max(), diff.mean())
+        assert diff.max() <= levels + 1e-3 and diff.mean() < 0.3, (diff.max(), diff.mean())
         for reduce in (torch.amin, torch.amax):
             gap = grey_levels(reduce(xt, dim=(0, 2, 3), keepdim=True)
                               - reduce(xd, dim=(0, 2, 3), keepdim=True), style).abs()
-            assert gap.max() <= 1.0 + 1e-3
+            assert gap.max() <= levels + 1e-3
     assert batches == len(dali_pipe.eval_loader(dali_pipe.data.query)) == 3
     for epoch in (0, 1):
         train_pairs = list(zip(torch_pipe.train_loader(epoch), dali_pipe.train_loader(epoch)))
@@ -83,7 +86,7 @@ def test_dali_and_torchvision_give_the_same_batches(mixed_folder, style):
             assert xt.shape == xd.shape == (8, 3, 32, 32) and torch.equal(yt, yd)
             diff = grey_levels((xt - xd).abs(), style)
             inner = diff[:, :, 1:-1, 1:-1]
-            assert inner.max() <= 1.0 + 1e-3 and diff.mean() < 0.35, (inner.max(), diff.mean())
+            assert inner.max() <= levels + 1e-3 and diff.mean() < 0.35, (inner.max(), diff.mean())
 
 
 @pytest.mark.parametrize("loader", LOADERS)

@@ -10,8 +10,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 from rcdml.data.geometry import train_geometry
-from rcdml.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Normalize, TrainTransform,
-                                   eval_transform, normalization)
+from rcdml.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Normalization, Normalize,
+                                   TrainTransform, eval_transform, normalization)
 
 
 def _image(w=48, h=48, seed=0) -> Image.Image:
@@ -30,6 +30,28 @@ def test_bn_inception_input_is_bgr_255_minus_the_mean():
     expected = np.stack([pixels[..., 2] - 104.0, pixels[..., 1] - 117.0, pixels[..., 0] - 128.0])
     out = Normalize(normalization("bn_inception"))(T.ToTensor()(image))
     assert np.allclose(out.numpy(), expected, atol=1e-3)
+
+
+def test_timm_input_style_is_the_pretrained_configs():
+    """The tag decides: DINO's ViT-S/16 was trained on ImageNet-standardised inputs, timm's
+    default ViT-S/16 weights (augreg) on [-1, 1]; both resize bicubically."""
+    dino = normalization("timm:vit_small_patch16_224.dino")
+    assert dino == Normalization(
+        False, tuple(255 * m for m in IMAGENET_MEAN), tuple(255 * s for s in IMAGENET_STD), "bicubic")
+    augreg = normalization("timm:vit_small_patch16_224")
+    assert (augreg.mean, augreg.std, augreg.interpolation) == ((127.5,) * 3, (127.5,) * 3, "bicubic")
+    assert normalization("imagenet").interpolation == "bilinear"
+
+
+def test_timm_eval_transform_resizes_with_the_models_filter():
+    image = _image(60, 40)
+    out = eval_transform(_cfg(), "timm:vit_small_patch16_224")(image)
+    resized = T.CenterCrop(_cfg().image_size)(
+        T.Resize(_cfg().resize_size, T.InterpolationMode.BICUBIC, antialias=True)(image))
+    torch.testing.assert_close(out, T.ToTensor()(resized) * 2 - 1, atol=1e-5, rtol=0)
+    bilinear = eval_transform(_cfg(), "imagenet")(image)
+    assert not torch.allclose(bilinear * torch.tensor(IMAGENET_STD).view(3, 1, 1)
+                              + torch.tensor(IMAGENET_MEAN).view(3, 1, 1), (out + 1) / 2, atol=1e-3)
 
 
 def test_unknown_input_style_is_an_error():

@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from conftest import run_torchrun
 from rcdml.data.datasets.digits import raw_pixel_baseline
 from rcdml.eval.metrics import retrieval_metrics
-from runs import TRAIN, assert_same_params, fast, metrics, start, train, wait_for
+from runs import (TRAIN, assert_ddp_equals_one_process, assert_same_params, fast, metrics,
+                  start, train, wait_for)
 
 
 def test_run_directory_holds_everything(tmp_path):
@@ -111,26 +111,8 @@ def test_resume_auto_without_checkpoint_starts_fresh(tmp_path):
 
 def test_ddp_two_ranks_equals_one_process(tmp_path):
     """Frozen BatchNorm makes the model per-sample, so the global-batch loss gives DDP over two
-    gloo ranks the same updates as one process. Three steps of 500 images (5 classes x 100), with
-    SGD: Adam turns the float rounding of differently ordered gradient sums into full +-lr steps
-    for parameters whose gradient is ~0, which would hide a real discrepancy.
-
-    The parameters are compared after one step from the same state (one process redoes DDP's last
-    step from its previous checkpoint): two separate runs differ by float rounding (1.5e-8 after a
-    step), and a ReLU input within fp32 rounding of zero (measured: 1.1e-7) can be on in one run and
-    off in the other, moving a weight gradient by that sample's whole share (1e-4)."""
-    args = ("train.epochs=3", "train.batch_size=500", "data.samples_per_class=100",
-            "optim.name=sgd", "optim.lr=0.01")
-    train(*fast(tmp_path, "single", *args))
-    result = run_torchrun(TRAIN, 2, fast(tmp_path, "ddp", *args), timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    single, ddp = metrics(tmp_path / "single"), metrics(tmp_path / "ddp")
-    assert len(ddp) == 3
-    for a, b in zip(single, ddp):
-        assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-5)
-        assert a["eval/R@1"] == pytest.approx(b["eval/R@1"], abs=0.002)
-    train(*fast(tmp_path, "redo", *args, f"train.resume={tmp_path / 'ddp' / 'prev.pt'}"))
-    assert_same_params(tmp_path / "redo" / "last.pt", tmp_path / "ddp" / "last.pt", atol=1e-6)
+    gloo ranks the same updates as one process (see :func:`runs.assert_ddp_equals_one_process`)."""
+    result = assert_ddp_equals_one_process(tmp_path)
     assert result.stdout.count("epoch 1:") == 1, "only rank 0 prints"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rcdml.config import ModelConfig
+from rcdml.config import ModelConfig, OptimConfig
 from rcdml.engine.optim import param_groups
 from rcdml.models import backbone_names, backbone_spec, build_model
 
@@ -58,7 +58,7 @@ def test_frozen_batchnorm_keeps_statistics_and_parameters():
     assert not bn.training and torch.equal(bn.running_mean, before)
     assert not bn.weight.requires_grad
     backbone = {id(p) for p in param_groups(model, torch.nn.Linear(1, 1),
-                                            _Optim())[0]["params"]}
+                                            OptimConfig())[0]["params"]}
     assert id(bn.weight) not in backbone and id(model.backbone[0].weight) in backbone
 
 
@@ -89,6 +89,3 @@ def test_pretrained_file_of_another_network_is_an_error_naming_keys(tmp_path):
     with pytest.raises(ValueError, match="does not fit the backbone; missing keys"):
         build_model(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "conv4.pth")))
 
-
-class _Optim:
-    lr, head_lr_mult, loss_lr_mult = 1e-4, 1.0, 100.0

@@ -57,6 +57,18 @@ def test_rcdml_checkpoint_gives_backbone_and_head_only_when_sizes_match(tmp_path
     _same(other.backbone, source.backbone.state_dict())
 
 
+def test_rcdml_checkpoint_gives_gems_exponent_with_the_head(tmp_path):
+    source = _model("resnet18", "model.pooling=gem")
+    with torch.no_grad():
+        source.pool.p.fill_(4.5)
+    torch.save({"model": source.state_dict()}, tmp_path / "best.pt")
+    tuned = _model("resnet18", "model.pooling=gem")
+    assert "and the embedding head" in load_pretrained(tuned, str(tmp_path / "best.pt"))
+    assert tuned.pool.p.item() == 4.5
+    plain = _model("resnet18", "model.pooling=avg")
+    assert "head starts from a fresh initialisation" in load_pretrained(plain, str(tmp_path / "best.pt"))
+
+
 def test_mismatch_and_non_state_dict_are_one_line_config_errors(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save(tvm.resnet18(weights=None).state_dict(), path)
@@ -73,3 +85,75 @@ def test_mismatch_and_non_state_dict_are_one_line_config_errors(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_pretrained(_model("resnet18"), str(pickled))
     assert "refused" in str(e.value) and "weights_only=False" not in str(e.value)
+
+
+# A 2-block ViT-Ti of width 32 on 16 px inputs: the DINO ViT layout (cls_token, pos_embed,
+# patch_embed.proj, blocks.N.*, norm), as tiny as it gets.
+_VIT = dict(img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2)
+_VIT_ARGS = ("timm:vit_tiny_patch16_224", "model.pooling=cls",
+             "model.timm_kwargs={img_size: 16, patch_size: 4, depth: 2, embed_dim: 32, num_heads: 2}")
+
+
+def _vit(**kwargs):
+    import timm
+
+    torch.manual_seed(7)
+    return timm.create_model("vit_tiny_patch16_224", **{**_VIT, **kwargs})
+
+
+def test_dino_release_layout_loads_strictly(tmp_path):
+    """dino_deitsmall16_pretrain.pth is a headless VisionTransformer state_dict."""
+    state = _vit(num_classes=0).state_dict()
+    assert {"cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.norm1.weight",
+            "norm.bias"} <= state.keys() and not any(k.startswith("head.") for k in state)
+    torch.save(state, tmp_path / "dino.pth")
+    model = _model(*_VIT_ARGS)
+    assert load_pretrained(model, str(tmp_path / "dino.pth")) == (
+        f"model.pretrained: loaded the backbone from {tmp_path / 'dino.pth'}")
+    _same(model.backbone, state)
+
+
+def test_dino_training_checkpoint_loads_its_teacher(tmp_path):
+    """DINO's checkpoint.pth: student and teacher, each a DDP-wrapped backbone + DINO head."""
+    teacher = _vit(num_classes=0).state_dict()
+    projection = {"head.mlp.0.weight": torch.randn(64, 32), "head.last_layer.weight_g": torch.ones(5, 1)}
+
+    def wrapped(backbone):
+        return {**{f"module.backbone.{k}": v for k, v in backbone.items()},
+                **{f"module.{k}": v for k, v in projection.items()}}
+
+    student = {k: torch.zeros_like(v) for k, v in teacher.items()}
+    torch.save({"student": wrapped(student), "teacher": wrapped(teacher), "epoch": 100},
+               tmp_path / "checkpoint.pth")
+    model = _model(*_VIT_ARGS)
+    assert "head starts from a fresh initialisation" in load_pretrained(model, str(tmp_path / "checkpoint.pth"))
+    _same(model.backbone, teacher)
+
+
+def test_timm_state_dict_with_its_classifier_loads(tmp_path):
+    state = _vit(num_classes=10).state_dict()
+    assert "head.weight" in state
+    torch.save(state, tmp_path / "vit.pth")
+    model = _model(*_VIT_ARGS)
+    load_pretrained(model, str(tmp_path / "vit.pth"))
+    _same(model.backbone, {k: v for k, v in state.items() if not k.startswith("head.")})
+    import timm
+
+    resnet = timm.create_model("resnet10t", num_classes=7)
+    torch.save(resnet.state_dict(), tmp_path / "resnet.pth")
+    cnn = _model("timm:resnet10t")
+    load_pretrained(cnn, str(tmp_path / "resnet.pth"))
+    _same(cnn.backbone, {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")})
+
+
+def test_a_file_of_another_vit_names_its_keys_in_one_line(tmp_path):
+    torch.save(_vit(num_classes=0, depth=3).state_dict(), tmp_path / "deeper.pth")
+    with pytest.raises(ConfigError) as e:
+        load_pretrained(_model(*_VIT_ARGS), str(tmp_path / "deeper.pth"))
+    message = str(e.value)
+    assert "\n" not in message and "does not fit the backbone" in message
+    assert "unexpected keys ['blocks.2.attn.proj.bias'" in message
+    torch.save(tvm.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ConfigError) as e:
+        load_pretrained(_model(*_VIT_ARGS), str(tmp_path / "r18.pth"))
+    assert "missing keys ['blocks.0.attn.proj.bias'" in str(e.value) and "\n" not in str(e.value)

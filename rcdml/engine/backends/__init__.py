@@ -1,6 +1,9 @@
 """Training backends by ``train.backend``; all implement :class:`Backend`."""
 from __future__ import annotations
 
+import os
+import shutil
+
 import torch
 from torch import nn
 
@@ -17,6 +20,24 @@ def check_backend_config(cfg: Config, world_size: int) -> None:
         raise ConfigError("train.amp: fp16 needs a GPU; use bf16 or none on CPU")
     if cfg.train.backend == "deepspeed":
         check_deepspeed(cfg, world_size)
+    if cfg.train.compile:
+        check_compile(cfg.train.compile_backend)
+
+
+def check_compile(backend: str) -> None:
+    """``train.compile_backend`` is one of torch.compile's, and inductor on a CPU has the C++
+    compiler it generates its kernels with."""
+    from torch._dynamo import list_backends
+
+    allowed = list_backends(exclude_tags=())
+    if backend not in allowed:
+        raise ConfigError(f"train.compile_backend: {backend!r} is not a torch.compile backend; "
+                          f"allowed: {', '.join(allowed)}")
+    compilers = [os.environ.get("CXX", ""), "g++", "clang++", "c++"]
+    if (backend == "inductor" and not torch.cuda.is_available()
+            and not any(c and shutil.which(c) for c in compilers)):
+        raise ConfigError("train.compile: inductor needs a C++ compiler on a CPU (g++ or clang++ "
+                          "on PATH, or CXX); install one, or set train.compile_backend=aot_eager")
 
 
 def build_backend(cfg: Config, learner: nn.Module, optimizer: torch.optim.Optimizer,
