@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from conftest import run_torchrun
 from rcdml.data.datasets.digits import raw_pixel_baseline
 from rcdml.eval.metrics import retrieval_metrics
 from runs import (TRAIN, assert_ddp_equals_one_process, assert_same_params, fast, metrics,
