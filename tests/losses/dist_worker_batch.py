@@ -54,9 +54,13 @@ class TinyNet(nn.Module):
         super().__init__()
         self.backbone = nn.Sequential(nn.Linear(IN_DIM, 16), nn.Tanh())
         self.head = nn.Linear(16, DIM)
+        self.timm = False
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.head(self.backbone(x)), dim=1)

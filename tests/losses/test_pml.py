@@ -93,9 +93,13 @@ class _Net(torch.nn.Module):
         super().__init__()
         self.backbone = torch.nn.Linear(3, 4)
         self.head = torch.nn.Linear(4, D)
+        self.timm = False
 
     def backbone_parameters(self):
         return list(self.backbone.parameters())
+
+    def head_parameters(self):
+        return list(self.head.parameters())
 
 
 @pytest.mark.parametrize("name", ["proxy_anchor", "proxy_nca"])
