@@ -1,5 +1,6 @@
 """TorchScript and ONNX exports match PyTorch to 1e-5 (fp32, CPU) with a dynamic batch, for
-ResNet-18 and BN-Inception (random weights, 64 px), and the ONNX graph passes onnx's checker."""
+ResNet-18, BN-Inception and two timm backbones, a tiny ViT (token pooling) and a ResNet (random
+weights, 64 px), and the ONNX graph passes onnx's checker."""
 from __future__ import annotations
 
 import pytest
@@ -12,11 +13,18 @@ from rcdml.models import backbone_spec, build_model
 pytest.importorskip("onnxruntime")
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "bn_inception"])
-def test_exports_match_pytorch(backbone):
+TINY_VIT = ["model.timm_kwargs={img_size: 64, patch_size: 16, depth: 2, embed_dim: 32, num_heads: 2}",
+            "model.pooling=avg+cls"]
+
+
+@pytest.mark.parametrize("backbone, overrides", [
+    ("resnet18", []), ("bn_inception", []), ("timm:vit_tiny_patch16_224", TINY_VIT),
+    ("timm:resnet18", ["model.pooling=gem"])])
+def test_exports_match_pytorch(backbone, overrides):
     torch.manual_seed(0)
-    cfg = load_config(None, [f"model.backbone={backbone}", "model.embedding_size=64"])
-    model = ServingModel(build_model(cfg.model), backbone_spec(backbone).input_style)
+    cfg = load_config(None, [f"model.backbone={backbone}", "model.embedding_size=64",
+                             "data.image_size=64", *overrides])
+    model = ServingModel(build_model(cfg.model), backbone_spec(backbone, cfg.model.timm_kwargs).input_style)
     images = torch.rand(5, 3, 64, 64)  # another batch size than the export's example
     for fmt in ("torchscript", "onnx"):
         data = export_bytes(model, torch.rand(2, 3, 64, 64), fmt, opset=18)
