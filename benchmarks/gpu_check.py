@@ -19,6 +19,9 @@ Steps (budget in seconds on the H200; measured times go to summary.txt):
   train_bninception 120  BN-Inception bf16: a warm-up epoch, an epoch with mid-epoch checkpoints
   resume        90  the same run resumed from its last mid-epoch checkpoint
   deepspeed_zero2 120  ZeRO-2 bf16 with data.loader=torch (needs the deepspeed wheels)
+  train_vit_compiled 120  timm ViT-S/16 (random weights, avg+cls pooling) bf16 under
+                     train.compile (inductor), one epoch; then export_vit: rcdml-export of its
+                     last.pt to TorchScript with the parity check
   gloo_two_ranks 60  two ranks on one GPU over gloo: CUDA tensors through the gather with
                      gradient (values, gradients, RCDML loss against one process), the watchdog
   syncs_resnet50 90  30 training steps under torch.cuda.set_sync_debug_mode("warn"): host syncs
@@ -206,6 +209,19 @@ if importlib.util.find_spec("nvidia.dali") is None:
         self.train("deepspeed_zero2", 150, "train.epochs=1", "train.warmup_epochs=0",
                    "data.loader=torch", "train.backend=deepspeed",
                    "train.deepspeed_config=configs/deepspeed/zero2.yaml")
+        vit = ["model.backbone=timm:vit_small_patch16_224", "model.pooling=avg+cls",
+               "model.freeze_bn=false", "optim.layer_decay=0.75", "train.compile=true"]
+        if self.dry:
+            # The CPU would spend minutes in inductor's C++ builds: graph capture only.
+            vit += ["model.timm_kwargs={img_size: 32, patch_size: 8, depth: 2}",
+                    "train.compile_backend=aot_eager"]
+        run = self.train("train_vit_compiled", 120, "train.epochs=1", "train.warmup_epochs=0",
+                         "data.loader=torch", *vit)
+        self.step("export_vit", 60, [sys.executable, "-c", "import sys; from rcdml.cli.export import "
+                                     "main; sys.exit(main(sys.argv[1:]))",
+                                     os.path.join(run, "config.yaml"),
+                                     f"checkpoint={os.path.join(run, 'last.pt')}",
+                                     "format=torchscript"])
 
     def workers(self) -> None:
         self.step("gloo_two_ranks", 90, [sys.executable, "-m", "torch.distributed.run", "--standalone",

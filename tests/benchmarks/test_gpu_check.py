@@ -12,7 +12,8 @@ import zipfile
 from conftest import ROOT
 
 STEPS = ("install", "environment", "make_jpegs", "train_bninception", "resume", "deepspeed_zero2",
-         "gloo_two_ranks", "syncs_resnet50", "bench_loss", "bench_eval", "bench_backbones")
+         "train_vit_compiled", "export_vit", "gloo_two_ranks", "syncs_resnet50", "bench_loss",
+         "bench_eval", "bench_backbones")
 
 
 def tiny_wheel(folder) -> None:
