@@ -31,8 +31,7 @@ from rcdml.config import load_config  # noqa: E402
 from rcdml.engine.learner import prepare_network  # noqa: E402
 from rcdml.models import build_model  # noqa: E402
 
-TINY_VIT = ("model.backbone=timm:vit_tiny_patch16_224", "model.pooling=avg",
-            "model.timm_kwargs={img_size: 28, patch_size: 4, depth: 4, embed_dim: 128, num_heads: 4}")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,9 @@ class Backbone:
     size: int
     overrides: tuple[str, ...]
     convolutional: bool
+    # The recipe whose model section this is (the tiny ViT: configs/omniglot_vit.yaml's, so the
+    # two cannot drift apart); None: the defaults with the overrides.
+    recipe: str | None = None
 
 
 BACKBONES = [
@@ -48,7 +50,7 @@ BACKBONES = [
     Backbone("ResNet-18", 224, ("model.backbone=resnet18",), True),
     Backbone("BN-Inception", 224, ("model.backbone=bn_inception",), True),
     Backbone("ViT-S/16", 224, ("model.backbone=timm:vit_small_patch16_224", "model.pooling=cls"), False),
-    Backbone("tiny ViT", 28, TINY_VIT, False),
+    Backbone("tiny ViT", 28, (), False, os.path.join(ROOT, "configs", "omniglot_vit.yaml")),
 ]
 SMOKE = [
     Backbone("Conv-4", 28, ("model.backbone=conv4",), True),
@@ -60,7 +62,7 @@ MODES = {"eager": (), "compile": ("train.compile=true",), "channels_last": ("tra
 
 
 def network(backbone: Backbone, mode: str, compile_backend: str, device: torch.device):
-    cfg = load_config(None, [*backbone.overrides, "model.embedding_size=128",
+    cfg = load_config(backbone.recipe, [*backbone.overrides, "model.embedding_size=128",
                              "model.freeze_bn=false", f"train.compile_backend={compile_backend}",
                              *MODES[mode]])
     torch.manual_seed(0)
