@@ -177,8 +177,9 @@ the ledger `{os.path.relpath(os.path.splitext(args.report)[0] + ".jsonl", ROOT)}
 
 Protocol: retrieve among the 13,180 images of the 659 unseen characters of `images_evaluation`
 (each query against all other images), the Conv-4 recipe of `configs/omniglot.yaml` (the tiny
-ViT: `configs/omniglot_vit.yaml`) with the overrides of each regime (the commands below). Metrics of the **last epoch** (no selection on the
-test classes), in percent, mean ± standard deviation over the seeds finished ("seeds").
+ViT: `configs/omniglot_vit.yaml`) with the overrides of each regime (the commands below).
+Metrics of the **last epoch** (no selection on the test classes), in percent, mean ± standard
+deviation over the seeds finished ("seeds").
 
 Regimes: (a) the 964 background characters from scratch, 12 epochs of 128-image batches;
 (b) 100 of them (every 9th: 1, 10, ..., 892) from scratch, 60 epochs, lr halved every 25;
