@@ -120,8 +120,11 @@ def test_ddp_two_ranks_equals_one_process(tmp_path):
 def test_validation_classes_select_best_pt_alike_on_one_process_and_two_ranks(tmp_path):
     """``data.val_classes`` holds digits 4 and 5 out of training; both ranks embed their share of
     them, ``best.pt`` is the epoch of the best ``val/R@1``, and summary.json gives the test metrics
-    there and at the last epoch."""
-    args = ("train.epochs=2", "data.val_classes=4,5", "train.batch_size=24")
+    there and at the last epoch. Two separate runs agree only where rounding cannot grow: the
+    steps of :func:`runs.assert_ddp_equals_one_process` (large batches, SGD; measured with 24-image
+    batches and Adam, 2 epochs: val/MAP@R 0.9392 against 0.9427)."""
+    args = ("train.epochs=3", "data.val_classes=4,5", "train.batch_size=300",
+            "data.samples_per_class=100", "optim.name=sgd", "optim.lr=0.01")
     out = train(*fast(tmp_path, "single", *args))
     result = run_torchrun(TRAIN, 2, fast(tmp_path, "ddp", *args), timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -142,5 +145,5 @@ def test_validation_classes_select_best_pt_alike_on_one_process_and_two_ranks(tm
         assert summary["selected"]["epoch"] == chosen["epoch"]
         assert summary["selected"]["eval"]["R@1"] == chosen["eval/R@1"]
         assert summary["selected"]["val"]["R@1"] == chosen["val/R@1"]
-        assert summary["last"]["epoch"] == 2 and summary["last"]["eval"]["R@1"] == rows[-1]["eval/R@1"]
+        assert summary["last"]["epoch"] == 3 and summary["last"]["eval"]["R@1"] == rows[-1]["eval/R@1"]
     assert f"selected on val (epoch {summary['selected']['epoch']})" in result.stdout
