@@ -17,6 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OMNIGLOT_ENV = "RCDML_OMNIGLOT"
 OMNIGLOT_ARCHIVE = os.environ.get(OMNIGLOT_ENV) or os.path.join(ROOT, "..", "shared", "data",
                                                                  "omniglot.tar.gz")
+# The Stanford Cars-196 crops (cars196/images/<NNN>/<file>.jpg), likewise.
+CARS_ENV = "RCDML_CARS"
+CARS_ARCHIVE = os.environ.get(CARS_ENV) or os.path.join(ROOT, "..", "shared", "data",
+                                                         "cars196.tar.gz")
 
 
 def run_torchrun(script: str, nproc: int, args: Sequence[str] = (), timeout: float = 300,
@@ -48,18 +52,41 @@ def torchrun():
     return run_torchrun
 
 
+def require_archive(path: str, env: str, what: str) -> None:
+    """Skip the test with the reason when ``path`` is missing, except under CI (``CI=true``),
+    where it fails: CI has the archives, so a skip there would hide lost coverage."""
+    if not os.path.isfile(path):
+        reason = f"{what} archive not found at {path}; set {env} to its .tar.gz to run this test"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the {what} tests: {reason}")
+        pytest.skip(reason)
+
+
+def extract_cars(target, classes: Sequence[int], per_class: int) -> str:
+    """The first ``per_class`` images (by file name) of each Cars-196 class in ``classes``
+    (official numbers), extracted under ``target``; returns the ``cars196/images`` folder, whose
+    sub-folders are the classes."""
+    require_archive(CARS_ARCHIVE, CARS_ENV, "Cars-196")
+    wanted = {f"cars196/images/{c:03d}/" for c in classes}
+    with tarfile.open(CARS_ARCHIVE) as archive:
+        by_class: dict[str, list[tarfile.TarInfo]] = {}
+        for member in archive.getmembers():
+            folder = os.path.dirname(member.name) + "/"
+            if member.isfile() and folder in wanted:
+                by_class.setdefault(folder, []).append(member)
+        chosen = [m for members in by_class.values()
+                  for m in sorted(members, key=lambda m: m.name)[:per_class]]
+        archive.extractall(target, members=chosen, filter="data")
+    return os.path.join(str(target), "cars196", "images")
+
+
 @pytest.fixture(scope="session")
 def omniglot_root(tmp_path_factory):
     """The Omniglot archive extracted once per test session; the ``omniglot`` folder. Without
     the archive the test is skipped with the reason, except under CI (``CI=true``), where it
     fails: CI has the archive, so a skip there would hide lost coverage.
     Removed at the end: 32,460 files left in pytest's temporary folders slow later sessions."""
-    if not os.path.isfile(OMNIGLOT_ARCHIVE):
-        reason = (f"Omniglot archive not found at {OMNIGLOT_ARCHIVE}; set {OMNIGLOT_ENV} to "
-                  "omniglot.tar.gz to run this test")
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the Omniglot tests: {reason}")
-        pytest.skip(reason)
+    require_archive(OMNIGLOT_ARCHIVE, OMNIGLOT_ENV, "Omniglot")
     target = tmp_path_factory.mktemp("omniglot")
     with tarfile.open(OMNIGLOT_ARCHIVE) as archive:
         archive.extractall(target, filter="data")

@@ -68,6 +68,7 @@ def check_model_config(cfg: Config) -> None:
     backbone's kind."""
     from rcdml.models.pooling import Layout, check_pooling
     from rcdml.models.timm_backbones import FAMILY, check_timm_backbone
+    from rcdml.models.weights import PACKAGE, PACKAGES, package_weights
 
     model = cfg.model
     family, sep, variant = model.backbone.partition(":")
@@ -88,6 +89,9 @@ def check_model_config(cfg: Config) -> None:
         raise ConfigError(f"train.grad_checkpointing: true needs a timm backbone (model.backbone: "
                           f"timm:<name>); allowed with {model.backbone}: false")
     pretrained = model.pretrained
-    if pretrained not in ("none", "imagenet") and not os.path.isfile(os.path.expanduser(pretrained)):
+    if pretrained.startswith(PACKAGE):
+        package_weights(pretrained, model.backbone)
+    elif pretrained not in ("none", "imagenet") and not os.path.isfile(os.path.expanduser(pretrained)):
         raise ConfigError(f"model.pretrained: {pretrained} is not a file; allowed: none, imagenet, "
-                          "or the path of a backbone state_dict")
+                          f"{PACKAGE}<distribution> ({', '.join(PACKAGES)}), or the path of a "
+                          "backbone state_dict")

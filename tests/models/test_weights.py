@@ -157,3 +157,22 @@ def test_a_file_of_another_vit_names_its_keys_in_one_line(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_pretrained(_model(*_VIT_ARGS), str(tmp_path / "r18.pth"))
     assert "missing keys ['blocks.0.attn.proj.bias'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_vit_position_embeddings_are_resampled_to_another_img_size(tmp_path):
+    """A ViT file of a 16 px model (4x4 patches) loads into a 24 px one (6x6 patches) through
+    timm's checkpoint filter: the class token's embedding is kept, the grid's is resampled."""
+    from timm.layers import resample_abs_pos_embed
+
+    state = _vit(num_classes=0).state_dict()
+    torch.save(state, tmp_path / "dino16.pth")
+    args = [a.replace("img_size: 16", "img_size: 24") for a in _VIT_ARGS]
+    model = _model(*args, "data.image_size=24")
+    load_pretrained(model, str(tmp_path / "dino16.pth"))
+    loaded = model.backbone.pos_embed
+    assert loaded.shape == (1, 1 + 36, 32)
+    assert torch.equal(loaded[:, :1], state["pos_embed"][:, :1])
+    expected = resample_abs_pos_embed(state["pos_embed"], new_size=(6, 6), old_size=(4, 4),
+                                      num_prefix_tokens=1)
+    torch.testing.assert_close(loaded, expected)
+    _same(model.backbone, {k: v for k, v in state.items() if k != "pos_embed"})
