@@ -15,7 +15,7 @@ MODEL_KEYS = ("model.backbone", "model.embedding_size", "model.pooling", "model.
 
 # What a run is: resuming checks these (whole sections where a section is named).
 RUN_KEYS = MODEL_KEYS + (
-    "model.freeze_bn", "model.timm_kwargs",
+    "model.freeze_bn", "model.train_bn_affine", "model.timm_kwargs",
     "loss",
     "data.name", "data.train_classes", "data.eval_classes", "data.val_classes", "data.image_size",
     "data.sampler", "data.samples_per_class",

@@ -32,7 +32,14 @@ class ModelConfig:
     # patch tokens). gem is generalised-mean pooling with a learnable exponent (initially 3).
     pooling: Literal["avg", "max", "avg+max", "gem", "cls", "avg+cls"] = "avg+max"
     normalize: bool = True
+    # The backbone's BatchNorm layers keep their running statistics (eval mode) and, unless
+    # train_bn_affine, their scale and shift: small per-class batches give noisy statistics.
     freeze_bn: bool = True
+    # With freeze_bn: BatchNorm's scale and shift train with the backbone after the warm-up (in
+    # the backbone's group, at its lr, with weight decay unless optim.no_weight_decay exempts
+    # them) while the running statistics stay frozen, as the reference implementation does.
+    # false: they stay at their pretrained values. freeze_bn false trains both anyway.
+    train_bn_affine: bool = False
 
 
 @dataclass

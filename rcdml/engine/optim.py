@@ -61,7 +61,8 @@ def param_groups(model: nn.Module, loss: nn.Module, cfg: OptimConfig) -> list[di
     """The groups of :func:`base_lrs`, split further by ``optim.layer_decay`` (groups
     ``backbone.layerN`` with their ``lr_scale``) and ``optim.no_weight_decay`` (groups
     ``*.no_decay``, weight decay 0). The part a group belongs to is its name up to the first dot.
-    Frozen-BatchNorm parameters never train and are left out."""
+    BatchNorm parameters frozen by ``model.freeze_bn`` (without ``model.train_bn_affine``) never
+    train and are left out."""
     lrs = base_lrs(cfg)
     no_decay = _no_weight_decay(model, cfg)
     layers = _layer_scales(model, cfg)

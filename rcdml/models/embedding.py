@@ -22,14 +22,16 @@ class EmbeddingNet(nn.Module):
     optional l2 norm. A ``timm`` backbone runs its ``forward_features`` (the trunk, without
     timm's head).
 
-    With ``freeze_bn`` the backbone's BatchNorm layers keep their running statistics and affine
-    parameters (eval mode, no gradient) even in ``train()``: with the small per-class batches of
-    metric learning, batch statistics are too noisy to update pretrained ones.
+    With ``freeze_bn`` the backbone's BatchNorm layers keep their running statistics (eval mode)
+    even in ``train()``: with the small per-class batches of metric learning, batch statistics
+    are too noisy to update pretrained ones. Their affine parameters stay frozen too, unless
+    ``train_bn_affine``: then they are backbone parameters like any other (frozen during the
+    warm-up, trained after it), as in the reference implementation.
     """
 
     def __init__(self, backbone: nn.Module, channels: int, embedding_size: int,
                  pooling: str = "avg+max", normalize: bool = True, freeze_bn: bool = False,
-                 timm: bool = False) -> None:
+                 timm: bool = False, train_bn_affine: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.timm = timm
@@ -39,7 +41,9 @@ class EmbeddingNet(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.normalize = normalize
         self.freeze_bn = freeze_bn
-        if freeze_bn:
+        # The affine parameters are frozen with the statistics unless asked to train.
+        self.frozen_affine = freeze_bn and not train_bn_affine
+        if self.frozen_affine:
             for bn in self._batchnorms():
                 for p in bn.parameters():
                     p.requires_grad_(False)
@@ -56,7 +60,8 @@ class EmbeddingNet(nn.Module):
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """The backbone parameters that train (all but frozen BatchNorm's)."""
-        frozen = {id(p) for bn in self._batchnorms() for p in bn.parameters()} if self.freeze_bn else set()
+        frozen = ({id(p) for bn in self._batchnorms() for p in bn.parameters()}
+                  if self.frozen_affine else set())
         return [p for p in self.backbone.parameters() if id(p) not in frozen]
 
     def set_backbone_trainable(self, trainable: bool) -> None:
@@ -86,7 +91,8 @@ def build_model(cfg: ModelConfig) -> EmbeddingNet:
     backbone = spec.build(cfg.pretrained == "imagenet")
     model = EmbeddingNet(backbone, spec.channels, cfg.embedding_size, pooling=cfg.pooling,
                          normalize=cfg.normalize, freeze_bn=cfg.freeze_bn,
-                         timm=cfg.backbone.startswith(f"{timm_backbones.FAMILY}:"))
+                         timm=cfg.backbone.startswith(f"{timm_backbones.FAMILY}:"),
+                         train_bn_affine=cfg.train_bn_affine)
     if cfg.pretrained not in ("none", "imagenet"):
         message = load_pretrained(model, os.path.expanduser(cfg.pretrained))
         log.info(message)

@@ -88,6 +88,10 @@ def check_model_config(cfg: Config) -> None:
     if cfg.train.grad_checkpointing and family != FAMILY:
         raise ConfigError(f"train.grad_checkpointing: true needs a timm backbone (model.backbone: "
                           f"timm:<name>); allowed with {model.backbone}: false")
+    if model.train_bn_affine and not model.freeze_bn:
+        raise ConfigError("model.train_bn_affine: true applies with model.freeze_bn: true (false "
+                          "trains BatchNorm's statistics and affine parameters both); allowed "
+                          "with model.freeze_bn: false: false")
     pretrained = model.pretrained
     if pretrained.startswith(PACKAGE):
         package_weights(pretrained, model.backbone)

@@ -28,6 +28,10 @@ def test_paper_recipes_use_the_reference_implementation_settings(name):
     assert (cfg.model.backbone, cfg.model.embedding_size, cfg.model.pretrained) == (
         "bn_inception", 512, "imagenet")
     assert cfg.model.freeze_bn and cfg.train.batch_size == 128 and cfg.train.warmup_epochs == 1
+    # After the warm-up the reference trains every backbone parameter, BatchNorm's scale and
+    # shift included, its running statistics staying frozen; its crop is torchvision's
+    # RandomResizedCrop(224), area (0.08, 1.0).
+    assert cfg.model.train_bn_affine and cfg.data.crop_scale == [0.08, 1.0]
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.loss_lr_mult) == ("adamw", 1e-4, 1000.0)
     assert (cfg.data.image_size, cfg.data.resize_size) == (224, 256)
     assert cfg.loss.prc_weight == (0.05 if name == "cub" else 0.02)

@@ -71,6 +71,38 @@ def test_warmup_freezes_the_backbone_but_never_unfreezes_frozen_batchnorm():
     assert model.backbone[0].weight.requires_grad and not model.backbone[1].weight.requires_grad
 
 
+def test_train_bn_affine_trains_scale_and_shift_after_the_warmup_with_frozen_statistics():
+    """The reference implementation's recipe: the running statistics stay frozen, the affine
+    parameters train with the backbone (frozen during the warm-up), at the backbone's lr and
+    with its weight decay."""
+    from rcdml.config import ConfigError, load_config
+    from rcdml.models.registry import check_model_config
+
+    model = build_model(ModelConfig(backbone="resnet18", embedding_size=8, freeze_bn=True,
+                                    train_bn_affine=True)).train()
+    bn = model.backbone[1]
+    model.set_backbone_trainable(False)
+    assert not bn.weight.requires_grad and not bn.bias.requires_grad
+    model.set_backbone_trainable(True)
+    assert bn.weight.requires_grad and bn.bias.requires_grad
+    before = bn.running_mean.clone()
+    model(torch.randn(4, 3, 32, 32) * 5 + 3).sum().backward()
+    assert not bn.training and torch.equal(bn.running_mean, before)
+    assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+    groups = param_groups(model, torch.nn.Linear(1, 1), OptimConfig(lr=1e-4, weight_decay=1e-4))
+    backbone = next(g for g in groups if g["name"] == "backbone")
+    assert {id(bn.weight), id(bn.bias)} <= {id(p) for p in backbone["params"]}
+    assert (backbone["lr"], backbone["weight_decay"]) == (1e-4, 1e-4)
+    # ResNet-18's 20 convolutions and 20 BatchNorm layers (scale and shift each): all train.
+    batchnorms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(backbone["params"]) == len(list(model.backbone.parameters())) == 60
+    assert len(batchnorms) == 20
+    with pytest.raises(ConfigError, match=r"^model.train_bn_affine: true applies with "
+                                          r"model.freeze_bn: true"):
+        check_model_config(load_config(None, ["model.backbone=resnet18", "model.freeze_bn=false",
+                                              "model.train_bn_affine=true"]))
+
+
 def test_pretrained_weights_from_a_file(tmp_path):
     torch.manual_seed(1)
     source = build_model(ModelConfig(backbone="resnet18", embedding_size=8))
