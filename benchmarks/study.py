@@ -72,14 +72,36 @@ def train_once(cmd: list[str], folder: str, threads: int, jobs: int, info: dict)
     if code != 0:
         raise SystemExit(f"{info} failed (exit {code}); see {folder}/train.log")
     with open(os.path.join(folder, "metrics.jsonl")) as f:
-        last = [json.loads(line) for line in f][-1]
+        rows = [json.loads(line) for line in f]
+    last = rows[-1]
     result = {**info, "wall_s": wall, "threads": threads, "jobs": jobs, "command": shlex.join(cmd),
-              "epochs": last["epoch"], **{m: last[m] for m in METRICS if m in last}}
+              "epochs": last["epoch"], **{m: last[m] for m in METRICS if m in last},
+              **selected_metrics(folder, rows)}
     tmp = os.path.join(folder, "result.json.tmp")
     with open(tmp, "w") as f:
         json.dump(result, f, indent=2)
     os.replace(tmp, os.path.join(folder, "result.json"))
     return result
+
+
+def selected_metrics(folder: str, rows: list[dict]) -> dict:
+    """``start/`` metrics: the evaluation before training (``eval.at_start``), and, for a run
+    selected on validation classes (``data.val_classes``), ``selected/`` metrics: the test
+    metrics at the epoch ``summary.json`` names (chosen on ``val/``), with ``selected_epoch``."""
+    out = {}
+    start = next((r for r in rows if r.get("epoch") == 0 and METRICS[0] in r), None)
+    if start is not None:
+        out.update({f"start/{m}": start[m] for m in METRICS if m in start})
+    path = os.path.join(folder, "summary.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            summary = json.load(f)
+        if summary["selected_on"].startswith("val/") and summary["selected"]["eval"]:
+            chosen = summary["selected"]
+            out["selected_epoch"] = chosen["epoch"]
+            out.update({f"selected/{m}": chosen["eval"][m.split("/", 1)[1]] for m in METRICS
+                        if m.split("/", 1)[1] in chosen["eval"]})
+    return out
 
 
 def read_ledger(path: str) -> dict[str, dict]:
