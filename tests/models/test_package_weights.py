@@ -58,10 +58,19 @@ def test_package_weights_load_strictly_with_no_path():
     assert torch.equal(own["blocks.0.0.conv_pw.weight"], state["_blocks.0._project_conv.weight"])
 
 
-@needs_package
-def test_input_normalisation_is_mean_std_one_half():
+def test_input_normalisation_is_mean_std_one_half_in_the_pipelines_and_the_export():
+    """timm's pretrained config of tf_efficientnet_lite0 says mean = std = 0.5, bicubic: the
+    torchvision and DALI pipelines (normalization()) and the exported model take it from there."""
+    from torch import nn
+
+    from rcdml.deploy.export import ServingModel
+
     norm = normalization(BACKBONE)
     assert norm.mean == norm.std == (127.5, 127.5, 127.5) and not norm.bgr
+    assert norm.interpolation == "bicubic"
+    serving = ServingModel(nn.Identity(), BACKBONE)
+    assert torch.equal(serving(torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1)).flatten(),
+                       torch.tensor([-1.0, 0.0, 1.0]))
 
 
 def test_wrong_backbone_unknown_package_and_missing_package_are_one_line_errors(monkeypatch):
