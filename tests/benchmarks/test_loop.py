@@ -20,7 +20,8 @@ def test_smoke_run_prints_the_table_the_profile_and_the_summary():
             for line in lines if re.match(r"\| (cheap|real) ", line)}
     assert rows == {(n, b, p) for n in ("cheap", "real") for b in ("16", "32") for p in ("1", "2")}
     assert "profile of rcdml's step (cheap network, batch 16, 1 process" in result.stdout
-    assert any("train_epoch (rcdml/engine/trainer.py" in line for line in lines)
+    profile = lines[lines.index(next(l for l in lines if l.startswith("profile of"))):]
+    assert len([l for l in profile if re.match(r"\| +[0-9.]+ \| +[0-9.]+ \| +[0-9.]+ \| ", l)]) == 15
     assert re.search(r"host syncs per step: [0-9.]+ \(.*global_batch", result.stdout)
     assert re.fullmatch(r"overhead: -?[0-9.]+% over the bare loop \(real network, batch 16, "
                         r"1 process\); -?[0-9.]+ ms/step \(cheap network\)", lines[-1]), lines[-1]
