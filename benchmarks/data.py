@@ -108,6 +108,70 @@ def measure(root: str, loader: str, args, device: torch.device) -> dict[str, tup
             "eval": time_passes(lambda _: pipe.eval_loader(pipe.data.query), device, args.passes)}
 
 
+def _pil_decode(path: str) -> int:
+    with Image.open(path) as image:
+        return image.convert("RGB").size[0]  # convert decodes the whole image
+
+
+def pil_decode_rate(files: list[str], workers: int) -> float:
+    """Images/s of PIL decoding ``files`` alone in ``workers`` processes (a warm-up pass first)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pool.map(_pil_decode, files[: 8 * workers])
+        start = time.perf_counter()
+        pool.map(_pil_decode, files, chunksize=16)
+        return len(files) / (time.perf_counter() - start)
+
+
+def dali_decode_rate(files: list[str], workers: int, batch: int = 64) -> float:
+    """Images/s of DALI's CPU decoder on ``files`` alone (reader + decoder, ``workers`` threads,
+    device_id=None), after a warm-up pass."""
+    from nvidia.dali import fn, pipeline_def
+
+    @pipeline_def(batch_size=batch, num_threads=workers, device_id=None, prefetch_queue_depth=2)
+    def decode():
+        jpegs, _ = fn.readers.file(files=files, name="reader")
+        return fn.decoders.image(jpegs, device="cpu")
+
+    pipe = decode()
+    pipe.build()
+    batches = -(-len(files) // batch)
+    for _ in range(batches):
+        pipe.run()
+    start = time.perf_counter()
+    for _ in range(batches):
+        pipe.run()
+    return batches * batch / (time.perf_counter() - start)
+
+
+def loaders_against_limits(args, device: torch.device) -> None:
+    """The loaders' images/s on real JPEGs (``--root``, its first ``--classes`` classes) at each
+    worker count, as ratios to decoding alone on the same files: the torchvision DataLoader
+    against PIL, DALI's CPU mode against DALI's decoder."""
+    classes = sorted(os.listdir(args.root))[: args.classes]
+    with tempfile.TemporaryDirectory(prefix="rcdml-loaders-") as tmp:
+        for name in classes:
+            os.symlink(os.path.join(os.path.abspath(args.root), name), os.path.join(tmp, name))
+        files = sorted(glob.glob(os.path.join(tmp, "*", "*.jpg")))
+        print(f"{len(files)} JPEGs of {len(classes)} classes from {args.root}; {args.image_size} "
+              f"px, batch {args.batch_size}, device {device.type}, {os.cpu_count()} CPUs, "
+              f"{args.passes} timed pass(es) after a warm-up")
+        print("| workers | pipeline | phase | images/s | decode-only limit | images/s | loader / limit |")
+        print("|---|---|---|---|---|---|---|")
+        for workers in args.worker_counts:
+            args.workers = workers
+            limits = {"torch": ("PIL decode", pil_decode_rate(files, workers)),
+                      "dali": ("DALI decoder (cpu)", dali_decode_rate(files, workers))}
+            for loader, name in LOADERS:
+                measured = measure(tmp, loader, args, device)
+                limit_name, limit = limits[loader]
+                for phase in ("train", "eval"):
+                    n, sec, _ = measured[phase]
+                    print(f"| {workers} | {name} | {phase} | {n / sec:.1f} | {limit_name} | "
+                          f"{limit:.1f} | {n / sec / limit:.2f} |", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -117,6 +181,10 @@ def main(argv=None) -> int:
                         help="data.num_workers (DataLoader workers; DALI threads and workers)")
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny run that checks the script")
+    parser.add_argument("--loaders", action="store_true", help="each loader against decoding "
+                        "alone on --root's JPEGs, at --worker-counts workers")
+    parser.add_argument("--worker-counts", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--classes", type=int, default=32, help="--loaders: the first N classes")
     args = parser.parse_args(argv)
     args.image_size, args.resize_size, args.batch_size = 224, 256, 64
     photo, classes = (500, 375), 32
@@ -126,6 +194,11 @@ def main(argv=None) -> int:
         photo, classes = (80, 60), 8
     device = (torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda"
               else torch.device("cpu"))
+    if args.loaders:
+        if args.root is None:
+            parser.error("--loaders needs --root, a folder of real JPEGs (root/<class>/<image>.jpg)")
+        loaders_against_limits(args, device)
+        return 0
     with tempfile.TemporaryDirectory(prefix="rcdml-data-bench-") as tmp:
         root = args.root
         if root is None:

@@ -5,9 +5,8 @@ findings as ``RESULT`` lines).
   training steps run a world of one, so this is where CUDA tensors go through the gather with
   gradient (into RCDML's SRC term, which has no parameters) and the watchdog names a stalled
   rank. tests/distributed and tests/losses check the same on the CPU.
-- ``syncs``: the trainer's own training step on the JPEG folder's config, 30 steps after a
-  warm-up, under ``torch.cuda.set_sync_debug_mode("warn")``: host syncs and ms per step, eager
-  against channels_last.
+- ``throughput``: training images/s per GPU of ResNet-50 through the trainer's own step, eager
+  and under ``train.compile``, and the host syncs of a step (:func:`throughput_worker`).
 """
 from __future__ import annotations
 
@@ -77,52 +76,66 @@ def gloo_worker(args) -> int:
     return 1
 
 
-def _count_syncs(trainer, images, labels, steps: int) -> tuple[float, float]:
-    """(host syncs per step, ms per step) of ``steps`` training steps."""
-    cuda = images.is_cuda
+def _timed_epoch(trainer, epoch: int, count_syncs: bool = False) -> tuple[float, int]:
+    """(seconds, host syncs) of one training epoch; syncs are counted on a GPU only."""
+    from loop import rcdml_epoch  # noqa: E402  (benchmarks/loop.py)
+
+    cuda = trainer.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("warn")
-    start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for step in range(steps):
-            trainer._train_step(images, labels, 0, step)
-    if cuda:
-        torch.cuda.set_sync_debug_mode("default")
-        torch.cuda.synchronize()
-    ms = (time.perf_counter() - start) * 1000 / steps
-    syncs = sum("synchroniz" in str(w.message) for w in caught)
-    return syncs / steps, ms
+        start = time.perf_counter()
+        if cuda and count_syncs:
+            torch.cuda.set_sync_debug_mode("warn")
+        rcdml_epoch(trainer, epoch)
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.synchronize()
+        took = time.perf_counter() - start
+    return took, sum("synchroniz" in str(w.message) for w in caught)
 
 
-def syncs_worker(args) -> int:
+
+def throughput_worker(args) -> int:
+    """ResNet-50 at 224 px, bf16, channels_last, 128 images per step: training images/s of the
+    trainer's own step (benchmarks/loop.py's synthetic pipeline: batches already on the GPU, so
+    no loader is measured), eager then under ``train.compile``; the eager run also counts the
+    host syncs of an epoch under ``torch.cuda.set_sync_debug_mode("warn")``."""
+    from loop import CLASSES, PER_CLASS, build_trainer  # noqa: E402  (benchmarks/loop.py)
     from rcdml.config import load_config
-    from rcdml.distributed import init_distributed
-    from rcdml.engine.trainer import Trainer
+    from rcdml.distributed import DistInfo
+    from rcdml.models import build_model
 
     dry = args.dry_run
-    size, batch, backbone = (32, 16, "resnet18") if dry else (224, 128, "resnet50")
-    cfg = load_config(os.path.join(ROOT, "configs", "digits.yaml"), [
-        f"output_dir={os.path.join(args.work, 'syncs')}", "data.name=folder",
-        f"data.root={os.path.join(args.work, 'jpegs')}", f"model.backbone={backbone}",
-        "model.embedding_size=512", f"data.image_size={size}", f"data.resize_size={size}",
-        "data.samples_per_class=4", "data.num_workers=0", "data.loader=torch",
-        f"train.batch_size={batch}", f"train.amp={'none' if dry else 'bf16'}",
-        "train.progress=false", "monitor.sample_size=0", "data.check_images=exists"])
-    trainer = Trainer(cfg, init_distributed())
-    device = trainer.device
+    size, batch, backbone, steps = (32, 16, "resnet18", 2) if dry else (224, 128, "resnet50", 20)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    info = DistInfo(0, 1, 0, device, None)
     images = torch.randn(batch, 3, size, size, device=device)
-    labels = (torch.arange(batch) // 4).to(device)
-    steps = 3 if dry else 30
-    trainer.learner.train()
-    for layout in ("eager", "channels_last"):
-        if layout == "channels_last":
-            trainer.model.to(memory_format=torch.channels_last)
-            images = images.contiguous(memory_format=torch.channels_last)
-        _count_syncs(trainer, images, labels, 3)  # warm-up: cuDNN autotuning, allocator
-        syncs, ms = _count_syncs(trainer, images, labels, steps)
-        counted = f"{syncs:.1f} host syncs" if images.is_cuda else "syncs not countable on the CPU"
-        print(f"RESULT {backbone} {layout}, batch {batch} at {size} px: {counted} and {ms:.1f} ms "
-              f"per step over {steps} steps", flush=True)
+    labels = (torch.arange(batch) // PER_CLASS % CLASSES).to(device)
+    for compiled in (False, True):
+        mode = "train.compile" if compiled else "eager"
+        cfg = load_config(None, [
+            f"output_dir={os.path.join(args.work, 'throughput_' + mode)}",
+            f"model.backbone={backbone}", f"train.batch_size={batch}",
+            f"train.amp={'none' if dry else 'bf16'}", "train.channels_last=true",
+            f"train.compile={str(compiled).lower()}",
+            # The CPU would spend minutes in inductor's C++ builds: graph capture only.
+            f"train.compile_backend={'aot_eager' if dry else 'inductor'}",
+            "train.warmup_epochs=0", "train.epochs=3", "train.progress=false",
+            "monitor.sample_size=0"])
+        torch.manual_seed(0)
+        trainer = build_trainer(cfg, info, build_model(cfg.model), images, labels, steps)
+        try:
+            warm_s, _ = _timed_epoch(trainer, 0)  # cuDNN autotuning, compilation
+            took, _ = _timed_epoch(trainer, 1)
+            syncs = _timed_epoch(trainer, 2, count_syncs=True)[1] if not compiled else None
+        finally:
+            trainer.monitor.close()
+            trainer.run.release()
+        counted = ("" if syncs is None else f", {syncs / steps:.2f} host syncs per step" if
+                   device.type == "cuda" else ", syncs not countable on the CPU")
+        print(f"RESULT {backbone} {size} px {cfg.train.amp} channels_last {mode}: "
+              f"{batch * steps / took:.0f} training images/s per GPU (batch {batch}, {steps} "
+              f"steps; first epoch {warm_s:.1f} s){counted}", flush=True)
     return 0

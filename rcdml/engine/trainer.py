@@ -432,8 +432,9 @@ class Trainer:
 def _merge(totals: dict[str, float], sums: dict[str, torch.Tensor], counted: int) -> dict[str, float]:
     """Host-side running loss sums of the epoch (one sync), with the step count as ``_steps``."""
     merged = dict(totals)
-    for name, value in sums.items():
-        merged[name] = merged.get(name, 0.0) + float(value)
+    values = torch.stack(list(sums.values())).tolist() if sums else []
+    for name, value in zip(sums, values):
+        merged[name] = merged.get(name, 0.0) + value
     merged["_steps"] = merged.get("_steps", 0.0) + counted
     return merged
 

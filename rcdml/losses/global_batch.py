@@ -28,9 +28,11 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 
 def global_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                 embedding_size: int, who: str,
-                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checked (embeddings in ``dtype`` with gradient, int64 labels) of all ranks, in rank order."""
+                 embedding_size: int, who: str, dtype: torch.dtype = torch.float32,
+                 count_classes: bool = False) -> tuple:
+    """Checked (embeddings in ``dtype`` with gradient, int64 labels) of all ranks, in rank order;
+    with ``count_classes``, also the number of distinct labels, read with the checks (so
+    :func:`present_classes` needs no sync of its own)."""
     if embeddings.dim() != 2:
         raise ValueError(f"{who}: embeddings must be a (batch, {embedding_size}) matrix, got shape "
                          f"{tuple(embeddings.shape)}")
@@ -45,14 +47,30 @@ def global_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: in
     x, y = all_gather_batch(embeddings.to(dtype), labels.long())
     if x.shape[0] == 0:
         raise ValueError(f"{who}: empty batch (no embeddings on any rank)")
-    lowest, highest, non_finite = torch.stack(
-        [y.min(), y.max(), torch.isfinite(x).logical_not().sum()]).tolist()
+    read = [y.min(), y.max(), torch.isfinite(x).logical_not().sum()]
+    if count_classes:
+        # Clamped: out-of-range labels are reported below, from the same read.
+        seen = torch.zeros(num_classes, dtype=torch.bool, device=y.device)
+        read.append(seen.index_fill_(0, y.clamp(0, num_classes - 1), True).sum())
+    lowest, highest, non_finite, *count = torch.stack(read).tolist()
     if lowest < 0 or highest >= num_classes:
         raise ValueError(f"{who}: labels must lie in [0, {num_classes}) (num_classes={num_classes}), "
                          f"got labels from {lowest} to {highest}")
     if non_finite:
         raise NonFiniteEmbeddings(f"{who}: embeddings contain {non_finite} NaN or inf values")
-    return x, y
+    return (x, y, *count)
+
+
+def present_classes(labels: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(labels, return_inverse=True)`` of 1-d ``labels`` holding ``count`` distinct
+    values, without the host sync that unique costs on a GPU (its output size depends on the
+    data)."""
+    ordered, order = labels.sort()
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    inverse = torch.empty_like(labels).scatter_(0, order, first.cumsum(0) - 1)
+    # Every write to a class's slot carries that class's label.
+    return labels.new_empty(count).scatter_(0, inverse, labels), inverse
 
 
 class GlobalBatchLoss(nn.Module):
@@ -71,7 +89,11 @@ class GlobalBatchLoss(nn.Module):
       without them (shown as the proxy-proxy similarity histogram).
 
     A subclass sets ``proxies`` (a parameter, or a property) and implements :meth:`batch_loss`.
+    One that sets ``counts_classes`` gets the global batch's number of distinct labels as a third
+    argument of :meth:`batch_loss` (for :func:`present_classes`).
     """
+
+    counts_classes = False
 
     def __init__(self, num_classes: int, embedding_size: int) -> None:
         super().__init__()
@@ -94,6 +116,7 @@ class GlobalBatchLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.autocast(embeddings.device.type, enabled=False):
-            x, y = global_batch(embeddings, labels, self.num_classes, self.embedding_size,
-                                self.display_name, self.compute_dtype(embeddings))
-            return self.batch_loss(x, y)
+            batch = global_batch(embeddings, labels, self.num_classes, self.embedding_size,
+                                 self.display_name, self.compute_dtype(embeddings),
+                                 self.counts_classes)
+            return self.batch_loss(*batch)

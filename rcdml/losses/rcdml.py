@@ -27,7 +27,7 @@ from torch import nn
 
 from rcdml.config import LossConfig
 from rcdml.functional import l2_normalize
-from rcdml.losses.global_batch import GlobalBatchLoss
+from rcdml.losses.global_batch import GlobalBatchLoss, present_classes
 from rcdml.losses.registry import register_loss
 
 # Rows per block of the pairwise proxy cosines in PRC: 2^24 entries (64 MiB in fp32) per block.
@@ -175,8 +175,14 @@ class RCDMLLoss(GlobalBatchLoss):
         several = torch.zeros_like(per_class).index_add_(0, inv, torch.ones_like(nearest)) >= 2
         return torch.where(several, torch.exp(-per_class), 0.0).sum()
 
-    def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        present, inv = torch.unique(y, return_inverse=True)
+    counts_classes = True
+
+    def batch_loss(self, x: torch.Tensor, y: torch.Tensor,
+                   num_present: int | None = None) -> torch.Tensor:
+        """``num_present``: the number of distinct labels when known (``forward`` reads it with
+        the batch checks), which spares unique's host sync."""
+        present, inv = (torch.unique(y, return_inverse=True) if num_present is None
+                        else present_classes(y, num_present))
         num_present = present.shape[0]
         xn = l2_normalize(x)
         proxies = self.proxies.to(x.dtype)

@@ -9,11 +9,17 @@ import sys
 import tarfile
 import zipfile
 
-from conftest import ROOT
+from conftest import ROOT, load_worker
 
-STEPS = ("install", "environment", "make_jpegs", "train_bninception", "resume", "deepspeed_zero2",
-         "train_vit_compiled", "export_vit", "gloo_two_ranks", "syncs_resnet50", "bench_loss",
-         "bench_eval", "bench_backbones")
+gpu_check = load_worker(os.path.join(ROOT, "benchmarks", "gpu_check.py"))
+STEPS = [step.name for step in gpu_check.STEPS]
+
+
+def test_step_budgets_fit_the_total_and_the_gpu_only_numbers_come_first():
+    assert sum(step.budget_s for step in gpu_check.STEPS) <= gpu_check.TOTAL_S
+    # The whole command, packing included, ends well inside the device's 600-s limit per call.
+    assert gpu_check.TOTAL_S <= 480
+    assert STEPS[:4] == ["install", "environment", "throughput_resnet50", "loop_overhead"]
 
 
 def tiny_wheel(folder) -> None:
@@ -64,3 +70,6 @@ def test_dry_run_follows_the_device_limits(tmp_path):
     assert "watchdog (RuntimeError): rank 1 stopped responding" in summary
     assert "data.loader=auto -> torch" in summary
     assert summary.count("| ") >= 2, "the benchmark tables"
+    for mode in ("eager", "train.compile"):
+        assert f"resnet18 32 px none channels_last {mode}: " in summary, mode
+    assert "overhead: " in summary and "over the bare loop" in summary
