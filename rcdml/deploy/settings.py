@@ -91,13 +91,11 @@ def require_path(key: str, value: str, example: str, folder: bool | None = None)
 
 
 def parse_command(cls: type[T], argv: Sequence[str], key: str, example: str,
-                  usage: str) -> tuple[str, T]:
+                  command) -> tuple[str, T]:
     """(the one argument that is not ``key=value``, ``cls`` built from the others) of a command
-    without a run config; a key that is not ``cls``'s is an error. ``-h`` prints ``usage`` and
-    exits, as argparse does."""
-    if {"-h", "--help"} & set(argv):
-        print(usage)
-        raise SystemExit(0)
+    without a run config; a key that is not ``cls``'s is an error. ``--help`` and ``--version``
+    print and exit 0 (``command`` is the :class:`rcdml.cli.common.Command`)."""
+    command.answer(argv)
     plain = [a for a in argv if "=" not in a]
     if len(plain) != 1:
         raise ConfigError(f"{key}: pass exactly one {key} (e.g. {example}) and key=value "
