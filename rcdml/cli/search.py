@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return config_error(PROG, e)
     from rcdml.deploy.index import configure, deserialize
     from rcdml.monitor.pictures import Row, grid
-    from rcdml.deploy.search import results, search_items
+    from rcdml.deploy.search import results, search_items, spread_over_labels
     from rcdml.io import atomic_write_bytes, atomic_write_text
 
     with open(path, "rb") as f:
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.grid_queries:
         rows = [Row(r["query"], r["paths"], r["scores"],
                     [None if r["label"] < 0 or y < 0 else y == r["label"] for y in r["labels"]])
-                for r in summary["queries"][:args.grid_queries]]
+                for r in spread_over_labels(summary["queries"], args.grid_queries)]
         image = grid(rows)
         atomic_write_bytes(os.path.join(out, "grid.png"), lambda f: image.save(f, format="PNG"))
         message += " and grid.png"

@@ -20,8 +20,9 @@ T = TypeVar("T")
 class EmbedArgs:
     # Checkpoint whose network embeds, e.g. runs/digits/best.pt.
     checkpoint: str = ""
-    # A folder tree of images (each sub-folder's path is a label) or a text file with one image
-    # path per line and an optional tab-separated integer label (relative to the file's folder).
+    # A folder tree of images (each sub-folder a label: its name when every folder is named by an
+    # integer, else its rank among the sorted folders) or a text file with one image path per
+    # line and an optional tab-separated integer label (relative to the file's folder).
     input: str = ""
     # Output folder: embeddings.npy, items.tsv (path and label per row), manifest.json.
     out: str = ""
@@ -48,7 +49,7 @@ class SearchArgs:
     checkpoint: str = ""
     # Output folder: results.json and grid.png; default INDEX/search.
     out: str = ""
-    # Queries drawn in grid.png (the first ones); 0: no picture.
+    # Queries drawn in grid.png, taken in turn from each label; 0: no picture.
     grid_queries: int = bounded(16, ge=0)
     # Search-time knobs (nprobe, refine, ef_search) override the index's.
     index: IndexConfig | None = None
