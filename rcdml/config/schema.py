@@ -33,6 +33,10 @@ class ModelConfig:
     pooling: Literal["avg", "max", "avg+max", "gem", "cls", "avg+cls"] = "avg+max"
     normalize: bool = True
     freeze_bn: bool = True
+    # BatchNorm that trains under several ranks: true normalises with the statistics of the
+    # global batch (every rank's samples), so W ranks train like one process; false with each
+    # rank's own share; auto: true when BatchNorm trains (freeze_bn: false).
+    sync_bn: Literal["auto"] | bool = "auto"
 
 
 @dataclass
