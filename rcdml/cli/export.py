@@ -1,4 +1,4 @@
-"""``rcdml-export CONFIG checkpoint=PATH format=torchscript|onnx [out=FILE]``: the embedding
+"""``rcdml-export CONFIG checkpoint=PATH format=onnx|pt2|torchscript [out=FILE]``: the embedding
 network with its input normalisation, for RGB images in [0, 1] of the run's image size and any
 batch size. After the export, the exported model must match PyTorch (fp32, CPU, max abs
 difference <= 1e-5) on evaluation images of the run's dataset, else nothing is written (exit 1).
@@ -16,13 +16,13 @@ from rcdml.deploy.settings import ExportArgs
 
 PROG = "rcdml-export"
 COMMAND = Command(
-    PROG, "CONFIG checkpoint=PATH [format=onnx|torchscript] [out=FILE] [key=value ...]",
+    PROG, "CONFIG checkpoint=PATH [format=onnx|pt2|torchscript] [out=FILE] [key=value ...]",
     "Export a checkpoint's network with its input normalisation (RGB in [0, 1], (batch, 3, "
     "data.image_size, data.image_size), any batch size); written only if it matches PyTorch to "
     "1e-5 on evaluation images of the run's dataset. ONNX needs pip install rcdml[export].",
     example="rcdml-export runs/digits/config.yaml checkpoint=runs/digits/best.pt format=onnx",
     writes="runs/digits/best.onnx (out= chooses the file; the default is the checkpoint's path "
-           "with .onnx or .ts for .pt)",
+           "with .onnx, .pt2 or .ts for .pt)",
     keys=dataclass_keys(ExportArgs))
 
 

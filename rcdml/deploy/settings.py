@@ -59,9 +59,10 @@ class SearchArgs:
 class ExportArgs:
     # Checkpoint to export, e.g. runs/digits/best.pt.
     checkpoint: str = ""
-    # torchscript (torch.jit.trace) or onnx (torch.onnx, checked by onnx.checker).
-    format: Literal["torchscript", "onnx"] = "onnx"
-    # Output file; default the checkpoint with .ts or .onnx for .pt.
+    # onnx (torch.onnx, checked by onnx.checker), pt2 (torch.export's ExportedProgram, load with
+    # torch.export.load) or torchscript (torch.jit.trace, in maintenance in PyTorch).
+    format: Literal["onnx", "pt2", "torchscript"] = "onnx"
+    # Output file; default the checkpoint with .onnx, .pt2 or .ts for .pt.
     out: str = ""
     # ONNX opset.
     opset: int = bounded(18, ge=13)
