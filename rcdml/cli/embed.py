@@ -10,20 +10,29 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from rcdml.cli.common import config_error
+from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.config import ConfigError
+from rcdml.deploy.settings import EmbedArgs
 
 PROG = "rcdml-embed"
+COMMAND = Command(
+    PROG, "CONFIG checkpoint=PATH input=DIR_OR_LIST out=DIR [key=value ...]",
+    "Embed every image of a folder tree (each sub-folder's name is a label) or a list file with a "
+    "checkpoint's network and the run's evaluation transform, alone or under torchrun.",
+    example="rcdml-embed runs/digits/config.yaml checkpoint=runs/digits/best.pt "
+            "input=data/digits_eval out=runs/digits/embeddings",
+    writes="runs/digits/embeddings/: embeddings.npy, items.tsv (path and label per row), "
+           "manifest.json",
+    keys=dataclass_keys(EmbedArgs))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.cli.common import parse_with_config
-        from rcdml.deploy.settings import EmbedArgs, require_path
+        from rcdml.deploy.settings import require_path
 
-        args, cfg = parse_with_config(EmbedArgs, PROG, "Embed a folder tree or a list of images "
-                                      "with a checkpoint.", argv)
+        args, cfg = parse_with_config(EmbedArgs, COMMAND, argv)
         require_path("input", args.input, "DIR_OR_LIST")
         if not args.out:
             raise ConfigError("out: missing; pass out=DIR, the folder for the embeddings")

@@ -13,13 +13,23 @@ import os
 import sys
 from typing import Sequence
 
-from rcdml.cli.common import config_error, parse_config
+from rcdml.cli.common import Command, config_error, parse_config
 from rcdml.config import Config, ConfigError
 from rcdml.log import configure_logging, get_logger
 
 log = get_logger(__name__)
 
 PROG = "rcdml-eval"
+COMMAND = Command(
+    PROG, "CONFIG checkpoint=PATH [key=value ...]",
+    "Evaluate a checkpoint on its dataset's evaluation split (Recall@K, MAP@R, R-Precision), "
+    "alone or under torchrun.",
+    example="rcdml-eval runs/digits/config.yaml checkpoint=runs/digits/best.pt",
+    writes="runs/digits/best.eval.json (with eval.save_embeddings=true also best.query.npy and "
+           "best.query_labels.npy)",
+    keys=[("checkpoint=PATH", "checkpoint to evaluate, e.g. runs/digits/best.pt (required)"),
+          ("eval.KEY=VALUE", "evaluation settings of the run config (eval.recall_at, "
+           "eval.save_embeddings, ...); data.* chooses the dataset")])
 # Options that print and exit before any checkpoint is needed.
 HELP = {"-h", "--help", "--version", "--print-config"}
 
@@ -96,8 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         checkpoint, rest = split_checkpoint_arg(argv)
-        cfg = parse_config(PROG, "Evaluate a checkpoint (checkpoint=PATH) on a dataset's "
-                           "evaluation split: Recall@K, MAP@R, R-Precision.", rest)
+        cfg = parse_config(COMMAND, rest)
         from rcdml.cli.checks import check_evaluation
 
         # Any number of ranks may evaluate a run: no training or world-size rules.

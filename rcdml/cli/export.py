@@ -1,4 +1,4 @@
-"""``rcdml-export CONFIG checkpoint=PATH format=torchscript|onnx [out=FILE]``: the embedding
+"""``rcdml-export CONFIG checkpoint=PATH format=onnx|pt2|torchscript [out=FILE]``: the embedding
 network with its input normalisation, for RGB images in [0, 1] of the run's image size and any
 batch size. After the export, the exported model must match PyTorch (fp32, CPU, max abs
 difference <= 1e-5) on evaluation images of the run's dataset, else nothing is written (exit 1).
@@ -10,10 +10,20 @@ from typing import Sequence
 
 import torch
 
-from rcdml.cli.common import config_error
+from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.config import ConfigError
+from rcdml.deploy.settings import ExportArgs
 
 PROG = "rcdml-export"
+COMMAND = Command(
+    PROG, "CONFIG checkpoint=PATH [format=onnx|pt2|torchscript] [out=FILE] [key=value ...]",
+    "Export a checkpoint's network with its input normalisation (RGB in [0, 1], (batch, 3, "
+    "data.image_size, data.image_size), any batch size); written only if it matches PyTorch to "
+    "1e-5 on evaluation images of the run's dataset. ONNX needs pip install rcdml[export].",
+    example="rcdml-export runs/digits/config.yaml checkpoint=runs/digits/best.pt format=onnx",
+    writes="runs/digits/best.onnx (out= chooses the file; the default is the checkpoint's path "
+           "with .onnx, .pt2 or .ts for .pt)",
+    keys=dataclass_keys(ExportArgs))
 
 
 def parity_batch(cfg, input_style: str, count: int) -> torch.Tensor:
@@ -34,10 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.cli.common import parse_with_config
-        from rcdml.deploy.settings import ExportArgs
-
-        args, cfg = parse_with_config(ExportArgs, PROG, "Export a checkpoint's network to "
-                                      "TorchScript or ONNX.", argv)
+        args, cfg = parse_with_config(ExportArgs, COMMAND, argv)
         if args.format == "onnx":
             try:
                 import onnx  # noqa: F401

@@ -9,19 +9,26 @@ import sys
 import time
 from typing import Sequence
 
-from rcdml.cli.common import config_error
+from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.config import ConfigError
+from rcdml.deploy.settings import IndexArgs
 
 PROG = "rcdml-index"
+COMMAND = Command(
+    PROG, "EMBEDDINGS [out=DIR] [index.type=flat|ivfpq|hnsw|auto] [index.KEY=VALUE ...]",
+    "Build a faiss index (inner product on l2-normalised vectors) of an rcdml-embed folder.",
+    example="rcdml-index runs/digits/embeddings index.type=flat",
+    writes="runs/digits/embeddings/index/: index.faiss, items.tsv, manifest.json",
+    keys=dataclass_keys(IndexArgs))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        from rcdml.deploy.settings import IndexArgs, parse_command
+        from rcdml.deploy.settings import parse_command
 
         source, args = parse_command(IndexArgs, argv, "EMBEDDINGS", "runs/digits/embeddings",
-                                     __doc__)
+                                     COMMAND)
         from rcdml.deploy.store import read_embeddings
 
         array, items, manifest = read_embeddings("EMBEDDINGS", source)

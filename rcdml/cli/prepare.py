@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from rcdml.cli.common import Command, version_line
 from rcdml.config import ConfigError
 from rcdml.data.datasets import LayoutError, dataset_names, read_catalog, split_catalog
 from rcdml.data.datasets.load import all_paths
@@ -16,6 +17,11 @@ from rcdml.log import configure_logging, get_logger
 log = get_logger(__name__)
 
 PROG = "rcdml-prepare"
+COMMAND = Command(
+    PROG, "NAME --root DIR [--check LEVEL] [--train-classes A-B] [--eval-classes C-D]",
+    __doc__.split("\n\n")[0].replace("``", ""),
+    example="rcdml-prepare omniglot --root data/omniglot",
+    writes="nothing: it prints the images and classes per split, or what to download from where")
 
 
 def _split_line(name: str, images) -> str:
@@ -23,7 +29,10 @@ def _split_line(name: str, images) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=COMMAND.summary,
+                                     epilog=COMMAND.epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line(PROG))
     parser.add_argument("name", choices=dataset_names(), help="dataset (data.name)")
     parser.add_argument("--root", required=True, help="dataset directory (data.root)")
     parser.add_argument("--check", choices=CHECK_LEVELS, default="decode",

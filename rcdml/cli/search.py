@@ -13,10 +13,19 @@ import os
 import sys
 from typing import Sequence
 
-from rcdml.cli.common import config_error
+from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.config import ConfigError
+from rcdml.deploy.settings import SearchArgs
 
 PROG = "rcdml-search"
+COMMAND = Command(
+    PROG, "INDEX (query=IMAGE_OR_DIR | queries=EMBEDDINGS) [k=10] [out=DIR] [key=value ...]",
+    "Search an rcdml-index folder with images (embedded by the checkpoint named in the index's "
+    "manifest) or with an rcdml-embed folder of the same model. A query never returns itself.",
+    example="rcdml-search runs/digits/embeddings/index query=data/digits_eval/7 k=10",
+    writes="runs/digits/embeddings/index/search/: results.json (per query: ids, paths, labels, "
+           "scores; top-1 accuracy where labels are known) and grid.png (out= chooses the folder)",
+    keys=dataclass_keys(SearchArgs))
 
 
 def check_fingerprint(key: str, name: str, found: str, index_manifest: dict, index: str) -> None:
@@ -57,11 +66,11 @@ def query_images(args, manifest: dict, index: str):
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        from rcdml.deploy.settings import SearchArgs, parse_command
+        from rcdml.deploy.settings import parse_command
         from rcdml.deploy.store import INDEX, read_embeddings, read_folder
 
         index_dir, args = parse_command(SearchArgs, argv, "INDEX", "runs/digits/embeddings/index",
-                                        __doc__)
+                                        COMMAND)
         if bool(args.query) == bool(args.queries):
             raise ConfigError("query: pass either query=IMAGE_OR_DIR or queries=EMBEDDINGS")
         path, items, manifest = read_folder("INDEX", index_dir, INDEX)
@@ -75,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return config_error(PROG, e)
     from rcdml.deploy.index import configure, deserialize
     from rcdml.monitor.pictures import Row, grid
-    from rcdml.deploy.search import results, search_items
+    from rcdml.deploy.search import results, search_items, spread_over_labels
     from rcdml.io import atomic_write_bytes, atomic_write_text
 
     with open(path, "rb") as f:
@@ -90,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.grid_queries:
         rows = [Row(r["query"], r["paths"], r["scores"],
                     [None if r["label"] < 0 or y < 0 else y == r["label"] for y in r["labels"]])
-                for r in summary["queries"][:args.grid_queries]]
+                for r in spread_over_labels(summary["queries"], args.grid_queries)]
         image = grid(rows)
         atomic_write_bytes(os.path.join(out, "grid.png"), lambda f: image.save(f, format="PNG"))
         message += " and grid.png"

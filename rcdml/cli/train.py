@@ -4,11 +4,18 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from rcdml.cli.common import config_error, parse_config, world_size_from_env
+from rcdml.cli.common import Command, config_error, parse_config, world_size_from_env
 from rcdml.config import ConfigError
 from rcdml.log import configure_logging
 
 PROG = "rcdml-train"
+COMMAND = Command(
+    PROG, "CONFIG [key=value ...]",
+    "Train (and evaluate) an embedding network with RCDML or a baseline loss, alone or under "
+    "torchrun. Every config key can be set as section.key=value.",
+    example="rcdml-train configs/digits.yaml train.epochs=5 output_dir=runs/digits_5ep",
+    writes="runs/digits_5ep/: config.yaml, metrics.jsonl, tensorboard/, retrieval/, last.pt, "
+           "best.pt")
 # A run that started but stopped on a detected fault (non-finite loss, stalled rank).
 EXIT_RUN_FAILED = 3
 # Stopped by SIGTERM, SIGUSR1 or SIGINT after writing last.pt at the step every rank stopped
@@ -19,7 +26,7 @@ EXIT_PREEMPTED = 75
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
-        cfg = parse_config(PROG, "Train an embedding network with RCDML or a baseline loss.", argv)
+        cfg = parse_config(COMMAND, argv)
         from rcdml.cli.checks import check_training
         from rcdml.engine.checkpoint import check_output_dir
 

@@ -17,6 +17,9 @@ def check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
 
 def check_config(cfg: Config) -> None:
     """What every command needs: a sound evaluation geometry and Recall@K list."""
+    if cfg.model.sync_bn is True and cfg.model.freeze_bn:
+        raise ConfigError("model.sync_bn: true needs BatchNorm that trains; with model.freeze_bn: "
+                          "true its statistics are fixed (use sync_bn: auto or false)")
     lo, hi = cfg.data.crop_scale if len(cfg.data.crop_scale) == 2 else (None, None)
     if lo is None or lo > hi:
         raise ConfigError(f"data.crop_scale: {cfg.data.crop_scale} must be [min, max] with min <= max")

@@ -42,6 +42,10 @@ class ModelConfig:
     # them) while the running statistics stay frozen, as the reference implementation does.
     # false: they stay at their pretrained values. freeze_bn false trains both anyway.
     train_bn_affine: bool = False
+    # BatchNorm that trains under several ranks: true normalises with the statistics of the
+    # global batch (every rank's samples), so W ranks train like one process; false with each
+    # rank's own share; auto: true when BatchNorm trains (freeze_bn: false).
+    sync_bn: Literal["auto"] | bool = "auto"
 
 
 @dataclass

@@ -25,15 +25,15 @@ def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(str(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
     if origin is list:
         (inner,) = typing.get_args(tp)
-        return f"list of {_type_name(inner)}"
+        return f"list of {type_name(inner)}"
     if origin is dict:
         return "mapping"
     if tp is type(None):
@@ -56,11 +56,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, option, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r}")
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r}")
         return [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         # Passed through to a library that checks its own arguments (model.timm_kwargs).
@@ -88,7 +88,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
     else:
         raise TypeError(f"unsupported config type {tp!r} for {key}")
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r}")
 
 
 def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:

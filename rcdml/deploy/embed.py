@@ -18,16 +18,19 @@ from rcdml.distributed import DistInfo, is_main
 
 
 def list_images(key: str, source: str) -> Items:
-    """The images of a folder tree (label = the rank of the image's folder among the sorted
-    folders; -1 for images directly in ``source``) or of a list file, in a fixed order."""
+    """The images of a folder tree or of a list file, in a fixed order. A folder's label is its
+    name when every folder is named by a non-negative integer (``digits/7`` is 7), else its rank
+    among the sorted folders; -1 for images directly in ``source``."""
     if os.path.isfile(source):
         items = parse_items(source)
     else:
         folders = scan_leaf_folders(source)
+        numbered = all(name.isdigit() for name in folders if name != ".")
         items = Items([], [])
         for number, (name, files) in enumerate(folders.items()):
+            label = -1 if name == "." else int(name) if numbered else number
             items.paths += [os.path.abspath(p) for p in files]
-            items.labels += [-1 if name == "." else number] * len(files)
+            items.labels += [label] * len(files)
     if not items.paths:
         raise ConfigError(f"{key}: {source} holds no images")
     return items

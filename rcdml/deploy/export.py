@@ -1,4 +1,6 @@
-"""Export the embedding network for serving: TorchScript or ONNX, input RGB images in [0, 1]
+"""Export the embedding network for serving: ONNX, a torch.export program (``.pt2``, PyTorch's
+successor of TorchScript, loaded by ``torch.export.load(path).module()``) or TorchScript; input
+RGB images in [0, 1]
 of shape (batch, 3, size, size) with a dynamic batch, output the embeddings (l2-normalised when
 the model is). The backbone's input normalisation is part of the exported graph, and every
 export is checked against PyTorch on real images."""
@@ -40,6 +42,10 @@ def export_bytes(model: ServingModel, example: torch.Tensor, fmt: str, opset: in
     with torch.no_grad():
         if fmt == "torchscript":
             torch.jit.save(torch.jit.trace(model, example), buffer)
+        elif fmt == "pt2":
+            program = torch.export.export(model, (example,),
+                                          dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+            torch.export.save(program, buffer)
         else:
             import onnx
 
@@ -55,8 +61,9 @@ def export_bytes(model: ServingModel, example: torch.Tensor, fmt: str, opset: in
 
 def run_exported(data: bytes, fmt: str, images: torch.Tensor) -> np.ndarray:
     """The exported model's output on ``images`` (CPU; onnxruntime for ONNX)."""
-    if fmt == "torchscript":
-        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    if fmt in ("torchscript", "pt2"):
+        loaded = (torch.jit.load(io.BytesIO(data), map_location="cpu") if fmt == "torchscript"
+                  else torch.export.load(io.BytesIO(data)).module())
         with torch.no_grad():
             return loaded(images).numpy()
     import onnxruntime
@@ -75,5 +82,8 @@ def parity(model: ServingModel, data: bytes, fmt: str, images: torch.Tensor) -> 
     return float(np.abs(got - expected).max())
 
 
+SUFFIX = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".ts"}
+
+
 def default_path(checkpoint: str, fmt: str) -> str:
-    return os.path.splitext(checkpoint)[0] + (".ts" if fmt == "torchscript" else ".onnx")
+    return os.path.splitext(checkpoint)[0] + SUFFIX[fmt]

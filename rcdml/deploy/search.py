@@ -30,6 +30,18 @@ def search_items(index, items: Items, queries: np.ndarray, query_paths: list[str
     return Hits(out_ids, out_scores)
 
 
+def spread_over_labels(rows: list[dict], count: int) -> list[dict]:
+    """``count`` of ``rows`` taken in turn from each label (in order of first appearance): the
+    first row of every label, then the second, ..., so a picture shows every class it can."""
+    by_label: dict[int, list[dict]] = {}
+    for row in rows:
+        by_label.setdefault(row["label"], []).append(row)
+    picked = []
+    for turn in range(max((len(r) for r in by_label.values()), default=0)):
+        picked += [r[turn] for r in by_label.values() if turn < len(r)]
+    return picked[:count]
+
+
 def results(hits: Hits, items: Items, query: Items) -> dict:
     """The JSON of a search; ``top1_accuracy`` over the queries with a label (None if none)."""
     rows, correct = [], []

@@ -20,8 +20,9 @@ T = TypeVar("T")
 class EmbedArgs:
     # Checkpoint whose network embeds, e.g. runs/digits/best.pt.
     checkpoint: str = ""
-    # A folder tree of images (each sub-folder's path is a label) or a text file with one image
-    # path per line and an optional tab-separated integer label (relative to the file's folder).
+    # A folder tree of images (each sub-folder a label: its name when every folder is named by an
+    # integer, else its rank among the sorted folders) or a text file with one image path per
+    # line and an optional tab-separated integer label (relative to the file's folder).
     input: str = ""
     # Output folder: embeddings.npy, items.tsv (path and label per row), manifest.json.
     out: str = ""
@@ -48,7 +49,7 @@ class SearchArgs:
     checkpoint: str = ""
     # Output folder: results.json and grid.png; default INDEX/search.
     out: str = ""
-    # Queries drawn in grid.png (the first ones); 0: no picture.
+    # Queries drawn in grid.png, taken in turn from each label; 0: no picture.
     grid_queries: int = bounded(16, ge=0)
     # Search-time knobs (nprobe, refine, ef_search) override the index's.
     index: IndexConfig | None = None
@@ -58,9 +59,10 @@ class SearchArgs:
 class ExportArgs:
     # Checkpoint to export, e.g. runs/digits/best.pt.
     checkpoint: str = ""
-    # torchscript (torch.jit.trace) or onnx (torch.onnx, checked by onnx.checker).
-    format: Literal["torchscript", "onnx"] = "onnx"
-    # Output file; default the checkpoint with .ts or .onnx for .pt.
+    # onnx (torch.onnx, checked by onnx.checker), pt2 (torch.export's ExportedProgram, load with
+    # torch.export.load) or torchscript (torch.jit.trace, in maintenance in PyTorch).
+    format: Literal["onnx", "pt2", "torchscript"] = "onnx"
+    # Output file; default the checkpoint with .onnx, .pt2 or .ts for .pt.
     out: str = ""
     # ONNX opset.
     opset: int = bounded(18, ge=13)
@@ -91,13 +93,11 @@ def require_path(key: str, value: str, example: str, folder: bool | None = None)
 
 
 def parse_command(cls: type[T], argv: Sequence[str], key: str, example: str,
-                  usage: str) -> tuple[str, T]:
+                  command) -> tuple[str, T]:
     """(the one argument that is not ``key=value``, ``cls`` built from the others) of a command
-    without a run config; a key that is not ``cls``'s is an error. ``-h`` prints ``usage`` and
-    exits, as argparse does."""
-    if {"-h", "--help"} & set(argv):
-        print(usage)
-        raise SystemExit(0)
+    without a run config; a key that is not ``cls``'s is an error. ``--help`` and ``--version``
+    print and exit 0 (``command`` is the :class:`rcdml.cli.common.Command`)."""
+    command.answer(argv)
     plain = [a for a in argv if "=" not in a]
     if len(plain) != 1:
         raise ConfigError(f"{key}: pass exactly one {key} (e.g. {example}) and key=value "

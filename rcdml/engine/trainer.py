@@ -241,7 +241,7 @@ class Trainer:
         self.backend.step(skip=not finite)
         if not finite:
             terms = " ".join(f"{k}={float(v):.4g}" for k, v in self.loss.terms.items())
-            self._nonfinite(epoch, step, f"non-finite loss {float(loss)} ({terms})")
+            self._nonfinite(epoch, step, f"non-finite loss {float(loss.detach())} ({terms})")
             return None
         return loss.detach()
 

@@ -117,7 +117,9 @@ class _Inception:
         branches.append(_run_unit(net, p + "double_3x3_2", y))
         pooled = getattr(net, p + "pool")(x)
         branches.append(_run_unit(net, p + "pool_proj", pooled) if self.pool_proj else pooled)
-        if self.stride == 2 and branches[0].shape[-2:] != pooled.shape[-2:]:
+        # A traced graph has fixed shapes (a Python bool of them warns): eager runs check them.
+        if (self.stride == 2 and not torch.jit.is_tracing()
+                and branches[0].shape[-2:] != pooled.shape[-2:]):
             # Caffe's layout: a floor-mode stride-2 conv and a ceil-mode unpadded max pool only
             # agree on even grids.
             raise ValueError(

@@ -80,7 +80,7 @@ def test_bad_images_skip_leaves_the_unreadable_image_out(digits_run, embedded, w
     assert err.count("\n") == 1 and str(broken) in err and "left out" in err, err
     got, got_paths, got_labels = outputs(tmp_path / "out")
     assert len(got_paths) == 12 and str(broken) not in got_paths
-    assert got_labels == [0] * 6 + [1] * 6
+    assert got_labels == [5] * 6 + [6] * 6  # the folders 5 and 6
     array, paths, _ = outputs(embedded)
     row = {os.path.relpath(p, digits_run[2]): i for i, p in enumerate(paths)}
     np.testing.assert_allclose(got, array[[row[os.path.relpath(p, target)] for p in got_paths]],

@@ -90,9 +90,9 @@ def test_training_wrote_retrieval_pictures_and_their_cost(digits_run):
 
 def test_export_cli_checks_parity_on_the_run_images(digits_run, capsys):
     run_dir, overrides, _ = digits_run
-    out = run_dir.parent / "model.ts"
+    out = run_dir.parent / "model.pt2"
     assert export.main([str(run_dir / "config.yaml"), f"checkpoint={run_dir / 'best.pt'}",
-                        "format=torchscript", f"out={out}", "parity_images=4"]) == 0
+                        "format=pt2", f"out={out}", "parity_images=4"]) == 0
     assert "parity max abs diff" in capsys.readouterr().out and out.stat().st_size > 0
     assert export.main([str(run_dir / "config.yaml"), "format=tflite"]) == 2
     assert "format" in capsys.readouterr().err

@@ -70,7 +70,7 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0
-    assert capsys.readouterr().out.strip() == f"rcdml-train {rcdml.__version__}"
+    assert capsys.readouterr().out.strip() == f"rcdml-train (rcdml {rcdml.__version__})"
 
 
 def test_print_config_prints_the_resolved_config_and_starts_nothing(tmp_path, capsys):

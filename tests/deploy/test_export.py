@@ -1,4 +1,4 @@
-"""TorchScript and ONNX exports match PyTorch to 1e-5 (fp32, CPU) with a dynamic batch, for
+"""TorchScript, ONNX and torch.export (pt2) exports match PyTorch to 1e-5 (fp32, CPU) with a dynamic batch, for
 ResNet-18, BN-Inception and two timm backbones, a tiny ViT (token pooling) and a ResNet (random
 weights, 64 px), and the ONNX graph passes onnx's checker."""
 from __future__ import annotations
@@ -39,3 +39,13 @@ def test_serving_model_applies_the_backbone_normalisation():
         model = ServingModel(torch.nn.Identity(), style)
         expected = Normalize(normalization(style))(image)
         torch.testing.assert_close(model(image[None])[0], expected, rtol=1e-5, atol=1e-4)
+
+
+def test_torch_export_program_matches_pytorch_at_any_batch_size():
+    torch.manual_seed(0)
+    cfg = load_config(None, ["model.backbone=resnet18", "model.embedding_size=64",
+                             "data.image_size=64"])
+    model = ServingModel(build_model(cfg.model), "imagenet")
+    data = export_bytes(model, torch.rand(2, 3, 64, 64), "pt2", opset=18)
+    for batch in (5, 1):
+        assert parity(model, data, "pt2", torch.rand(batch, 3, 64, 64)) <= PARITY_TOLERANCE

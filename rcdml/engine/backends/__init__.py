@@ -43,6 +43,11 @@ def check_compile(backend: str) -> None:
 def build_backend(cfg: Config, learner: nn.Module, optimizer: torch.optim.Optimizer,
                   device: torch.device) -> Backend:
     """The backend of ``cfg.train.backend`` (``cfg`` is the whole run Config)."""
+    if get_world_size() > 1 and cfg.model.sync_bn is not False:
+        from rcdml.distributed.batchnorm import to_global_batchnorm
+
+        # Before the optimizer's parameters reach DDP or DeepSpeed: the layers keep their tensors.
+        to_global_batchnorm(learner.model)
     if cfg.train.backend == "ddp":
         return DDPBackend(learner, optimizer, device, cfg.train.grad_clip_value,
                           fp16=cfg.train.amp == "fp16")

@@ -1,6 +1,7 @@
 """DistributedDataParallel backend (the bare module in a single process)."""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -10,6 +11,11 @@ from torch.nn.parallel import DistributedDataParallel
 from rcdml.distributed import barrier, is_distributed, is_main
 from rcdml.engine.backends.base import Backend
 from rcdml.io import load_checkpoint, save_checkpoint
+
+
+# torch 2.14 deprecates broadcast_buffers (a FutureWarning per DDP) for forward_sync_buffers.
+SYNC_BUFFERS = ("forward_sync_buffers" if "forward_sync_buffers"
+                in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers")
 
 
 class DDPBackend(Backend):
@@ -32,7 +38,7 @@ class DDPBackend(Backend):
             # Buffers that no forward changes (frozen BatchNorm statistics) need no broadcast
             # from rank 0 before every forward.
             self.wrapped = DistributedDataParallel(self.learner, device_ids=ids,
-                                                   broadcast_buffers=_buffers_change(self.learner))
+                                                   **{SYNC_BUFFERS: _buffers_change(self.learner)})
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.wrapped(images, labels)
