@@ -190,13 +190,7 @@ def test_sigint_stops_at_a_step_with_a_checkpoint(tmp_path, monkeypatch, capsys)
         return original(self, embeddings, labels)
 
     monkeypatch.setattr(RCDMLLoss, "forward", forward)
-    # A stopped run leaves the stop signals ignored (its process is exiting); restore pytest's.
-    kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
-    try:
-        line = one_line(capsys, EXIT_PREEMPTED, train_main, fast(tmp_path, "run", "train.epochs=1"))
-    finally:
-        for signum, handler in kept.items():
-            signal.signal(signum, handler)
+    line = one_line(capsys, EXIT_PREEMPTED, train_main, fast(tmp_path, "run", "train.epochs=1"))
     assert line == (f"rcdml-train: stopped by SIGINT at epoch 1 step 3; {tmp_path / 'run' / 'last.pt'} "
                     "holds that position; continue with train.resume=auto")
     assert checkpoint_position(tmp_path / "run" / "last.pt") == (0, 3)
