@@ -17,11 +17,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # First of all, before the imports that take seconds: from here until the process exits a
     # stop request (SIGTERM, SIGUSR1, SIGINT) ends in the stop contract, never in a kill.
     stop.install()
-    from rcdml.cli.common import config_error, parse_config, world_size_from_env
+    from rcdml.cli.common import (EXIT_CONFIG_ERROR, config_error, parse_config,
+                                  world_size_from_env)
     from rcdml.config import ConfigError
     from rcdml.log import configure_logging
 
     configure_logging()
+    cfg = error = None
     try:
         cfg = parse_config(PROG, "Train an embedding network with RCDML or a baseline loss.", argv)
         from rcdml.cli.checks import check_training
@@ -31,13 +33,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output_dir(cfg.output_dir)
         check_training(cfg, world_size_from_env())
     except ConfigError as e:
-        return config_error(PROG, e)
+        if world_size_from_env() == 1:
+            return config_error(PROG, e)
+        error = e
+    from rcdml.config import DistConfig
+    from rcdml.config.typed import to_dict
     from rcdml.distributed import init_distributed, shutdown
+    from rcdml.distributed.agree import disagreements
     from rcdml.distributed.watchdog import CollectiveTimeout
     from rcdml.engine.trainer import NonFiniteLoss, Preempted, Trainer
 
-    info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
+    # A rank with a bad config joins the group too, so that every rank hears of it at once.
+    dist_cfg = cfg.dist if cfg is not None and error is None else DistConfig()
+    info = init_distributed(dist_cfg.backend, dist_cfg.timeout_s)
     try:
+        if info.world_size > 1:
+            problems = disagreements(to_dict(cfg) if cfg is not None else None,
+                                     str(error) if error is not None else None)
+            if problems:
+                for problem in problems:
+                    config_error(PROG, ConfigError(problem))
+                return EXIT_CONFIG_ERROR
         signum = stop.agreed(info.device)
         if signum:
             # Before the data and model work: nothing to save, the run directory is untouched.
