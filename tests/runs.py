@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -126,3 +127,9 @@ def assert_ddp_equals_one_process(tmp_path, *args: str, ddp_args: tuple[str, ...
     train(*fast(tmp_path, "redo", *args, f"train.resume={tmp_path / 'ddp' / 'prev.pt'}"))
     assert_same_params(tmp_path / "redo" / "last.pt", tmp_path / "ddp" / "last.pt", atol=1e-6)
     return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

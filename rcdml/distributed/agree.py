@@ -37,7 +37,12 @@ def disagreements(config: dict[str, Any] | None, error: str | None) -> list[str]
     error, then each rank whose config differs from the lowest-ranked valid one, with the keys."""
     flat = flatten(config) if config is not None else None
     entries = all_gather_object((digest(flat) if flat is not None else None, flat, error))
-    problems = [f"rank {r}: {err}" for r, (_, _, err) in enumerate(entries) if err is not None]
+    by_error: dict[str, list[int]] = {}
+    for r, (_, _, err) in enumerate(entries):
+        if err is not None:
+            by_error.setdefault(err, []).append(r)
+    # The usual case, the same mistake on every rank, is one line.
+    problems = [f"{_ranks(ranks, len(entries))}: {err}" for err, ranks in by_error.items()]
     valid = [(r, d, f) for r, (d, f, err) in enumerate(entries) if err is None and f is not None]
     if not valid:
         return problems
@@ -52,3 +57,9 @@ def disagreements(config: dict[str, Any] | None, error: str | None) -> list[str]
         problems.append(f"rank {r} resolved another config than rank {first}: {listed}; start "
                         "every rank with the same CONFIG and key=value overrides")
     return problems
+
+
+def _ranks(ranks: list[int], world_size: int) -> str:
+    if len(ranks) == world_size:
+        return "every rank"
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
