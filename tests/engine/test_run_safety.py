@@ -210,9 +210,10 @@ def test_sigterm_to_two_ranks_stops_both_mid_epoch_and_resumes_exactly(tmp_path)
     wait_for(lambda: (checkpoint_position(tmp_path / "stopped" / "last.pt") or (0, 0))[1] > 0, proc)
     for pid in worker_pids(proc.pid).values():
         os.kill(pid, signal.SIGTERM)
-    proc.wait(timeout=300)
+    # Under torchrun a stopped worker exits 0, so that --max-restarts does not restart it (the
+    # stop record says it stopped: tests/launch/test_fault_matrix.py).
+    assert proc.wait(timeout=300) == 0
     log = (tmp_path / "stopped.log").read_text()
-    assert log.count(f"exitcode  : {EXIT_PREEMPTED}") == 2, log[-3000:]
     assert log.count("rcdml-train: stopped by SIGTERM at epoch 1 step") == 1, log[-3000:]
     epoch, step = checkpoint_position(tmp_path / "stopped" / "last.pt")
     assert epoch == 0 and 0 < step < 22

@@ -8,11 +8,11 @@ Three tables, one per kind of case; add a row to extend:
   ends with the parameters of an uninterrupted one (atol 0).
 - DISAGREEMENTS: two ranks launched by hand (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT), rank 1
   alone with another override: both exit 2 at once, the one line names rank 1 and the key.
-- REFUSALS: one command on bad input: exit 2, one line naming the key or file, nothing changed.
+The refusals of bad input (exit 2, one line, nothing changed) are tests/cli/test_fault_refusals.py,
+which shares the deploy tests' trained run.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,13 +23,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import ROOT
-from runs import (ENV, TRAIN, assert_same_params, checkpoint_position, fast, free_port, wait_for,
-                  worker_pids)
+from runs import (ENV, TRAIN, assert_same_params, checkpoint_position, fast, folder_dataset,
+                  free_port, tree, wait_for, worker_pids)
 
 SBATCH = os.path.join(ROOT, "launch", "slurm", "train.sbatch")
 JOB_ID = "4242"
@@ -42,17 +40,6 @@ FAKE_SCONTROL = """#!/bin/bash
 if [[ $1 == show ]]; then echo localhost; exit 0; fi
 echo "$*" >> "$SCONTROL_LOG"
 """
-
-
-def tree(path) -> dict[str, str]:
-    """{relative path: sha256} of every file under ``path``."""
-    found = {}
-    for folder, _, files in os.walk(path):
-        for name in files:
-            full = os.path.join(folder, name)
-            with open(full, "rb") as f:
-                found[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
-    return found
 
 
 class Slurm:
@@ -99,7 +86,8 @@ def torchrun_pid(batch: subprocess.Popen) -> int:
         for child in children:
             try:
                 with open(f"/proc/{child}/cmdline", "rb") as f:
-                    if b"torchrun" in f.read():
+                    # torchrun (or the srun that execs it) followed by torchrun's options.
+                    if re.search(rb"(^|\0)[^\0]*torchrun\0--", f.read()):
                         found.pid = int(child)
                         return True
             except FileNotFoundError:
@@ -210,17 +198,6 @@ def test_stop_while_starting_requeues_with_a_message(slurm_job, tmp_path):
 
 
 # -- ranks that disagree ----------------------------------------------------------------------
-
-def folder_dataset(root) -> str:
-    """A tiny ``folder`` dataset: 8 classes of 6 random 16-px images."""
-    rng = np.random.default_rng(0)
-    for c in range(8):
-        os.makedirs(root / f"c{c}", exist_ok=True)
-        for i in range(6):
-            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / f"c{c}" / f"{i}.png")
-    return str(root)
-
 
 @dataclass(frozen=True)
 class Disagreement:
