@@ -92,3 +92,16 @@ def omniglot_root(tmp_path_factory):
         archive.extractall(target, filter="data")
     yield str(target / "omniglot")
     shutil.rmtree(target, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _stop_handlers():
+    """rcdml-train's ``main`` keeps its stop handlers until the process exits; a test that calls
+    it in-process gets pytest's handlers back, and no stop request carries over to the next."""
+    import signal
+
+    from rcdml.distributed import stop
+
+    kept = {s: signal.getsignal(s) for s in stop.STOP_SIGNALS}
+    yield
+    stop.restore(kept)

@@ -1,14 +1,18 @@
 """Helpers for tests that launch real training runs on the embedded plain 8x8 digits."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from typing import Callable
 
+import numpy as np
 import torch
+from PIL import Image
 
 import pytest
 
@@ -126,3 +130,31 @@ def assert_ddp_equals_one_process(tmp_path, *args: str, ddp_args: tuple[str, ...
     train(*fast(tmp_path, "redo", *args, f"train.resume={tmp_path / 'ddp' / 'prev.pt'}"))
     assert_same_params(tmp_path / "redo" / "last.pt", tmp_path / "ddp" / "last.pt", atol=param_atol)
     return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree(path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``path``."""
+    found = {}
+    for folder, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(folder, name)
+            with open(full, "rb") as f:
+                found[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+def folder_dataset(root) -> str:
+    """A tiny ``folder`` dataset at ``root``: 8 classes of 6 random 16-px images."""
+    rng = np.random.default_rng(0)
+    for c in range(8):
+        os.makedirs(root / f"c{c}", exist_ok=True)
+        for i in range(6):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"c{c}" / f"{i}.png")
+    return str(root)

@@ -3,7 +3,9 @@ config's own rules, then each registry, the data, the process group and the back
 costs seconds, not a queued job."""
 from __future__ import annotations
 
-from rcdml.config import Config
+import os
+
+from rcdml.config import Config, ConfigError
 from rcdml.config.checks import check_config, check_training_config
 from rcdml.data.datasets import check_dataset_config
 from rcdml.data.pipeline import check_loader_config
@@ -33,8 +35,21 @@ def check_training(cfg: Config, world_size: int = 1) -> None:
     check_loss_config(cfg.loss)
     check_config(cfg)
     check_training_config(cfg, world_size)
+    check_run_outside_data(cfg)
     check_loader_config(cfg.data)
     check_dataset_config(cfg.data, cfg.train.batch_size)
     check_dist_config(cfg.dist)
     check_backend_config(cfg, world_size)
     check_optim_config(cfg)
+
+
+def check_run_outside_data(cfg: Config) -> None:
+    """A ``folder`` dataset is every image folder under ``data.root``: a run directory inside it
+    would turn the run's own pictures into a class of the next run, or of the resumed one."""
+    if cfg.data.name != "folder":
+        return
+    run, root = os.path.realpath(cfg.output_dir), os.path.realpath(cfg.data.root)
+    if os.path.commonpath([run, root]) == root:
+        raise ConfigError(f"output_dir: {cfg.output_dir} is inside data.root ({cfg.data.root}) of "
+                          "the folder dataset, whose every image folder is a class; choose a run "
+                          "directory outside it")

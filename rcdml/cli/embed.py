@@ -7,6 +7,7 @@ Rank 0 writes ``out/embeddings.npy``, ``out/items.tsv`` (path and label of each 
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
@@ -36,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_path("input", args.input, "DIR_OR_LIST")
         if not args.out:
             raise ConfigError("out: missing; pass out=DIR, the folder for the embeddings")
+        # Before the embedding work, not after it.
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ConfigError(f"out: {args.out} is a file; pass out=DIR, a folder for the "
+                              "embeddings")
         from rcdml.deploy.embed import embed_items, list_images, manifest, readable
         from rcdml.deploy.model import load_trained
 

@@ -63,6 +63,24 @@ def query_images(args, manifest: dict, index: str):
         shutdown()
 
 
+def read_index(path: str, manifest: dict):
+    """The faiss index at ``path``, which must hold the manifest's count of vectors."""
+    from rcdml.deploy.index import deserialize
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        index = deserialize(data)
+    except RuntimeError as e:  # faiss's own message is a C++ assertion with source lines
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"INDEX: {path} is not a readable faiss index ({len(data)} bytes: "
+                          f"{reason}); build it again with rcdml-index") from None
+    if index.ntotal != manifest.get("count", index.ntotal):
+        raise ConfigError(f"INDEX: {path} holds {index.ntotal} vectors but its manifest counts "
+                          f"{manifest['count']}; build it again with rcdml-index")
+    return index
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -80,15 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                               index_dir)
         else:
             query, vectors = query_images(args, manifest, index_dir)
+        index = read_index(path, manifest)
     except ConfigError as e:
         return config_error(PROG, e)
-    from rcdml.deploy.index import configure, deserialize
+    from rcdml.deploy.index import configure
     from rcdml.monitor.pictures import Row, grid
     from rcdml.deploy.search import results, search_items, spread_over_labels
     from rcdml.io import atomic_write_bytes, atomic_write_text
 
-    with open(path, "rb") as f:
-        index = deserialize(f.read())
     if args.index is not None:
         configure(index, args.index)
     hits = search_items(index, items, vectors, query.paths, args.k, args.index)

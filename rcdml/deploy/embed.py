@@ -46,9 +46,11 @@ def readable(key: str, items: Items, cfg: Config) -> Items:
     summary = "; ".join(line.strip() for line in first.splitlines())
     if cfg.data.bad_images == "error":
         raise ConfigError(f"{key}: {summary} (data.bad_images=skip leaves them out)")
+    keep = [i for i, p in enumerate(items.paths) if p not in problems]
+    if not keep:
+        raise ConfigError(f"{key}: none of the {len(items.paths)} images is readable ({summary})")
     if is_main():
         print(f"warning: {key}: {summary}; left out (data.bad_images=skip)", file=sys.stderr)
-    keep = [i for i, p in enumerate(items.paths) if p not in problems]
     return Items([items.paths[i] for i in keep], [items.labels[i] for i in keep])
 
 

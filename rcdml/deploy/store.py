@@ -71,7 +71,12 @@ def read_folder(key: str, folder: str, name: str) -> tuple[str, Items, dict[str,
                               f"written by rcdml-{'embed' if name == EMBEDDINGS else 'index'}")
     with open(os.path.join(folder, MANIFEST)) as f:
         manifest = json.load(f)
-    return path, parse_items(os.path.join(folder, ITEMS)), manifest
+    items = parse_items(os.path.join(folder, ITEMS))
+    if len(items.paths) != manifest.get("count", len(items.paths)):
+        raise ConfigError(f"{key}: {os.path.join(folder, ITEMS)} lists {len(items.paths)} items but "
+                          f"{os.path.join(folder, MANIFEST)} counts {manifest['count']}; the folder "
+                          "is damaged, write it again")
+    return path, items, manifest
 
 
 def read_embeddings(key: str, folder: str) -> tuple[np.ndarray, Items, dict[str, Any]]:
@@ -80,4 +85,9 @@ def read_embeddings(key: str, folder: str) -> tuple[np.ndarray, Items, dict[str,
     if array.ndim != 2 or array.shape[0] != len(items.paths):
         raise ConfigError(f"{key}: {path} holds {array.shape} embeddings for {len(items.paths)} "
                           "items")
+    # A NaN row is never found by a search and finds nothing as a query: refuse it by name.
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if len(bad):
+        raise ConfigError(f"{key}: {path} row {bad[0]} ({items.paths[bad[0]]}) is not finite (NaN "
+                          f"or inf), {len(bad)} such rows in all; embed those images again")
     return array, items, manifest

@@ -6,15 +6,15 @@ one are done. Checkpoints store that position with everything that determines wh
 the samplers derive each global batch from (seed, epoch, step), so a resumed run continues
 exactly where the checkpoint was taken.
 
-Preemption: SIGTERM, SIGUSR1 and SIGINT only set a flag. Every step the ranks agree on it with
-one all-reduce, so all of them stop after the same step, write ``last.pt`` at that position and
-raise :class:`Preempted` (``rcdml-train`` exits with ``EXIT_PREEMPTED``).
+Preemption (:mod:`rcdml.distributed.stop`): SIGTERM, SIGUSR1 and SIGINT only set a flag. Before
+the first step and after every step the ranks agree on it with one all-reduce, so all of them
+stop after the same step, write ``last.pt`` at that position (unless it already holds it) and
+raise :class:`Preempted`.
 """
 from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +28,7 @@ from rcdml.config.typed import to_dict
 from rcdml.data import DataPipeline, build_pipeline
 from rcdml.data.datasets import dataset_spec
 from rcdml.distributed import (DistInfo, all_gather_object, barrier, equal_shards, is_distributed,
-                               is_main)
+                               is_main, stop)
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.backends import Backend, build_backend
 from rcdml.engine.checkpoint import BEST, LAST, CheckpointManager, CheckpointMismatch, RunDirError
@@ -47,7 +47,6 @@ from rcdml.monitor.summary import read_rows, run_summary, selected_and_last
 
 log = get_logger(__name__)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 # Keys whose change on resume says nothing about the run (how it was started, not what it does).
 _STARTUP_KEYS = ("train.resume", "train.overwrite")
 
@@ -83,9 +82,12 @@ def build_components(cfg: Config, dist: DistInfo) -> Components:
 class Preempted(Exception):
     """A stop signal arrived; every rank stopped after the same step and ``last.pt`` holds it."""
 
-    def __init__(self, signum: int, epoch: int, step: int, path: str) -> None:
+    def __init__(self, signum: int, epoch: int, step: int, path: str | None) -> None:
+        self.signum, self.epoch, self.step, self.path = signum, epoch, step, path
+        held = (f"{path} holds that position" if path else "no checkpoint yet, a new start "
+                "loses nothing")
         super().__init__(f"stopped by {signal.Signals(signum).name} at epoch {epoch + 1} step {step}; "
-                         f"{path} holds that position; continue with train.resume=auto")
+                         f"{held}; continue with train.resume=auto")
 
 
 def _elastic_restart() -> bool:
@@ -98,7 +100,6 @@ class Trainer:
         self.cfg = cfg
         self.dist = dist
         self.device = dist.device
-        self._stop_signal = 0
         # First, before any data or model work: own the run directory.
         self.run = CheckpointManager(cfg.output_dir)
         for line in self.run.open_new_run(cfg.train.resume, cfg.train.overwrite, _elastic_restart()):
@@ -188,19 +189,12 @@ class Trainer:
 
     # -- preemption --------------------------------------------------------------------------
 
-    def _on_signal(self, signum: int, frame) -> None:
-        if self._stop_signal and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C does not wait for the step to end
-        self._stop_signal = signum
-
-    def _agreed_stop(self) -> int:
-        """The stop signal any rank received (0: none); a collective, called by every rank at
-        the same step so they all stop together."""
-        if not is_distributed():
-            return self._stop_signal
-        flag = torch.tensor([self._stop_signal], device=self.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return int(flag)
+    def _stop_at(self, epoch: int, step: int) -> None:
+        """Raise :class:`Preempted` if any rank was asked to stop; every rank calls this at the
+        same position, which the newest checkpoint (if any) already holds."""
+        signum = stop.agreed(self.device)
+        if signum:
+            raise Preempted(signum, epoch, step, self.last_good)
 
     # -- training ----------------------------------------------------------------------------
 
@@ -273,14 +267,14 @@ class Trainer:
                 value = float(loss)
                 bar.set_postfix_str(f"loss {value:.4f}")
                 self.monitor.scalars({"step/loss": value}, global_step)
-            stop = self._agreed_stop()
+            signum = stop.agreed(self.device)
             periodic = cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0
             # A stop after the epoch's last step waits for the epoch's end (and its checkpoint).
-            if (stop or periodic) and step + 1 < steps:
+            if (signum or periodic) and step + 1 < steps:
                 totals, sums, counted = _merge(totals, sums, counted), {}, 0
                 self._checkpoint(epoch, step + 1, totals, improved=False)
-                if stop:
-                    raise Preempted(stop, epoch, step + 1, self.last_good)
+                if signum:
+                    raise Preempted(signum, epoch, step + 1, self.last_good)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
@@ -348,9 +342,8 @@ class Trainer:
         return timing
 
     def fit(self) -> dict[str, float]:
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        # rcdml-train installed the handlers already; a library caller gets them for the fit.
+        handlers = stop.install()
         try:
             return self._fit()
         except RuntimeError as e:
@@ -358,11 +351,7 @@ class Trainer:
                 raise collective_timeout(e, self.cfg.dist.timeout_s) from e
             raise
         finally:
-            for signum, handler in handlers.items():
-                # After a stop the process is on its way out; a launcher's follow-up SIGTERM (torchrun
-                # sends one to the ranks still running when the first one exits) must not cut
-                # the exit short and turn the documented exit code into a kill.
-                signal.signal(signum, signal.SIG_IGN if self._stop_signal else handler)
+            stop.restore(handlers)
             self.monitor.close()
             self.run.release()
 
@@ -381,6 +370,8 @@ class Trainer:
             self.monitor.print(f"nothing to train: the checkpoint already holds {self.start_epoch} "
                                f"epochs (train.epochs={cfg.train.epochs})")
             final = self.evaluate()
+        # A stop requested while the run was starting (data checks, model build).
+        self._stop_at(self.start_epoch, self.start_step)
         for epoch in range(self.start_epoch, cfg.train.epochs):
             start_step = self.start_step if epoch == self.start_epoch else 0
             phase = self._set_phase(epoch, phase)
@@ -401,6 +392,8 @@ class Trainer:
                 metrics.update(self._diagnostics(epoch, improved))
             self._checkpoint(epoch + 1, 0, {}, improved)
             self.monitor.log_epoch(metrics, step=(epoch + 1) * steps)
+            if epoch + 1 < cfg.train.epochs:
+                self._stop_at(epoch + 1, 0)
         self.monitor.hparams(_flat_hparams(to_dict(cfg)), final)
         self.monitor.print("final: " + " ".join(f"{k} {v:.4f}" for k, v in final.items())
                            + f" (best {self.selection_key} {self.best['metric']:.4f} at epoch "

@@ -190,13 +190,7 @@ def test_sigint_stops_at_a_step_with_a_checkpoint(tmp_path, monkeypatch, capsys)
         return original(self, embeddings, labels)
 
     monkeypatch.setattr(RCDMLLoss, "forward", forward)
-    # A stopped run leaves the stop signals ignored (its process is exiting); restore pytest's.
-    kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
-    try:
-        line = one_line(capsys, EXIT_PREEMPTED, train_main, fast(tmp_path, "run", "train.epochs=1"))
-    finally:
-        for signum, handler in kept.items():
-            signal.signal(signum, handler)
+    line = one_line(capsys, EXIT_PREEMPTED, train_main, fast(tmp_path, "run", "train.epochs=1"))
     assert line == (f"rcdml-train: stopped by SIGINT at epoch 1 step 3; {tmp_path / 'run' / 'last.pt'} "
                     "holds that position; continue with train.resume=auto")
     assert checkpoint_position(tmp_path / "run" / "last.pt") == (0, 3)
@@ -216,9 +210,10 @@ def test_sigterm_to_two_ranks_stops_both_mid_epoch_and_resumes_exactly(tmp_path)
     wait_for(lambda: (checkpoint_position(tmp_path / "stopped" / "last.pt") or (0, 0))[1] > 0, proc)
     for pid in worker_pids(proc.pid).values():
         os.kill(pid, signal.SIGTERM)
-    proc.wait(timeout=300)
+    # Under torchrun a stopped worker exits 0, so that --max-restarts does not restart it (the
+    # stop record says it stopped: tests/launch/test_fault_matrix.py).
+    assert proc.wait(timeout=300) == 0
     log = (tmp_path / "stopped.log").read_text()
-    assert log.count(f"exitcode  : {EXIT_PREEMPTED}") == 2, log[-3000:]
     assert log.count("rcdml-train: stopped by SIGTERM at epoch 1 step") == 1, log[-3000:]
     epoch, step = checkpoint_position(tmp_path / "stopped" / "last.pt")
     assert epoch == 0 and 0 < step < 22

@@ -1,16 +1,9 @@
 """Two torchrun "nodes" on 127.0.0.1 meet through c10d rendezvous and train digits together."""
 from __future__ import annotations
 
-import socket
 import sys
 
-from runs import TRAIN, fast, metrics, start
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from runs import TRAIN, fast, free_port, metrics, start
 
 
 def test_two_nodes_train_together(tmp_path):

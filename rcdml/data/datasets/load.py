@@ -74,6 +74,10 @@ def check_dataset_config(cfg: DataConfig, batch_size: int | None) -> None:
                          cfg.val_classes if batch_size is not None else None)
     if batch_size is not None and cfg.sampler == "balanced":
         check_balanced_batch(data.train.labels, batch_size, cfg.samples_per_class)
+    if batch_size is not None and cfg.sampler == "random" and batch_size > len(data.train.labels):
+        raise ConfigError(f"train.batch_size: {batch_size} is larger than the training split "
+                          f"({len(data.train.labels)} images), so no batch of data.sampler=random "
+                          f"could be that large; choose at most {len(data.train.labels)}")
 
 
 def check_balanced_batch(labels, batch_size: int, samples_per_class: int) -> None:

@@ -1,0 +1,128 @@
+"""The fault matrix's refusals (tests/launch/test_fault_matrix.py has the stops and the ranks that
+disagree): bad input to a command exits 2 with one line naming the key or the file, and changes
+no file (the sha256 of every file of the folders involved, before and after).
+
+One row of REFUSALS per case: ``prepare(tmp, run_dir, overrides, embedded)`` builds the bad
+input and returns (command's main, its argv, the folders to hash); ``message`` is a regex.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from rcdml.cli import embed, index, search
+from rcdml.cli.train import main as train_main
+from runs import fast, folder_dataset, tree
+
+
+def unreadable_images(tmp, run_dir, overrides, embedded):
+    folder = tmp / "broken"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(b"not an image")
+    return embed.main, [str(run_dir / "config.yaml"), f"checkpoint={run_dir / 'best.pt'}",
+                        f"input={folder}", f"out={tmp / 'out'}", "data.bad_images=skip"], [folder]
+
+
+def out_is_a_file(tmp, run_dir, overrides, embedded):
+    out = tmp / "taken"
+    out.write_text("someone's file\n")
+    return embed.main, [str(run_dir / "config.yaml"), f"checkpoint={run_dir / 'best.pt'}",
+                        f"input={embedded.parent / 'evalset'}", f"out={out}"], [tmp]
+
+
+def an_index(tmp, embedded):
+    assert index.main([str(embedded), "index.type=flat", f"out={tmp / 'index'}"]) == 0
+    return tmp / "index"
+
+
+def truncated_index(tmp, run_dir, overrides, embedded):
+    folder = an_index(tmp, embedded)
+    data = (folder / "index.faiss").read_bytes()
+    (folder / "index.faiss").write_bytes(data[:len(data) // 2])
+    return search.main, [str(folder), f"queries={embedded}", f"out={tmp / 'found'}"], [folder]
+
+
+def foreign_index(tmp, run_dir, overrides, embedded):
+    folder = an_index(tmp, embedded)
+    shutil.copyfile(run_dir / "best.pt", folder / "index.faiss")
+    return search.main, [str(folder), f"queries={embedded}", f"out={tmp / 'found'}"], [folder]
+
+
+def items_one_line_short(tmp, run_dir, overrides, embedded):
+    folder = an_index(tmp, embedded)
+    lines = (folder / "items.tsv").read_text().splitlines(keepends=True)
+    (folder / "items.tsv").write_text("".join(lines[:-1]))
+    return search.main, [str(folder), f"queries={embedded}", f"out={tmp / 'found'}"], [folder]
+
+
+def nan_rows(tmp, run_dir, overrides, embedded):
+    folder = tmp / "emb"
+    shutil.copytree(embedded, folder, ignore=shutil.ignore_patterns("index"))
+    array = np.load(folder / "embeddings.npy")
+    array[3] = np.nan
+    np.save(folder / "embeddings.npy", array)
+    return index.main, [str(folder), "index.type=flat", f"out={tmp / 'index'}"], [folder]
+
+
+def run_inside_folder_data(tmp, run_dir, overrides, embedded):
+    root = folder_dataset(tmp / "images")
+    return train_main, [*fast(tmp, "unused", "data.name=folder", f"data.root={root}",
+                              "train.batch_size=8", "data.samples_per_class=2"),
+                        f"output_dir={tmp / 'images' / 'run'}"], [tmp / "images"]
+
+
+def random_batch_larger_than_data(tmp, run_dir, overrides, embedded):
+    return train_main, fast(tmp, "run", "data.sampler=random", "train.batch_size=4000",
+                            f"data.root={run_dir.parent / 'digits'}"), [run_dir.parent / "digits"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    name: str
+    prepare: Callable
+    message: str
+
+
+REFUSALS = [
+    Refusal("embed-every-image-unreadable", unreadable_images,
+            r"^rcdml-embed: config error: input: none of the 2 images is readable \("),
+    Refusal("embed-out-is-a-file", out_is_a_file,
+            r"^rcdml-embed: config error: out: .*/taken is a file; pass out=DIR"),
+    Refusal("search-truncated-index", truncated_index,
+            r"^rcdml-search: config error: INDEX: .*/index\.faiss is not a readable faiss index"),
+    Refusal("search-foreign-index", foreign_index,
+            r"^rcdml-search: config error: INDEX: .*/index\.faiss is not a readable faiss index"),
+    Refusal("search-items-one-line-short", items_one_line_short,
+            r"^rcdml-search: config error: INDEX: .*/items\.tsv lists 895 items but .*/manifest"
+            r"\.json counts 896"),
+    Refusal("index-nan-rows", nan_rows,
+            r"^rcdml-index: config error: EMBEDDINGS: .*/embeddings\.npy row 3 \(.*\.png\) is not "
+            r"finite"),
+    Refusal("output-dir-inside-folder-data", run_inside_folder_data,
+            r"^rcdml-train: config error: output_dir: .*/images/run is inside data\.root"),
+    Refusal("random-batch-larger-than-the-data", random_batch_larger_than_data,
+            r"^rcdml-train: config error: train\.batch_size: 4000 is larger than the training "
+            r"split \(\d+ images\)"),
+]
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=[c.name for c in REFUSALS])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(digits_run, embedded, tmp_path, capsys,
+                                                          case):
+    run_dir, overrides, _ = digits_run
+    main, argv, folders = case.prepare(tmp_path, run_dir, overrides, embedded)
+    capsys.readouterr()
+    before = {str(f): tree(f) for f in folders}
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(case.message, lines[0]), lines[0]
+    assert {str(f): tree(f) for f in folders} == before
+    assert not (tmp_path / "out").exists() and not (tmp_path / "found").exists()
