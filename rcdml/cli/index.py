@@ -10,7 +10,7 @@ import time
 from typing import Sequence
 
 from rcdml.cli.common import config_error
-from rcdml.config import ConfigError
+from rcdml.errors import UserError
 
 PROG = "rcdml-index"
 
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         index = build_index(vectors, args.index)
         seconds = time.perf_counter() - start
-    except ConfigError as e:
+    except UserError as e:
         return config_error(PROG, e)
     from rcdml.config.typed import to_dict
     from rcdml.deploy.index import serialize

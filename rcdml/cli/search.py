@@ -15,6 +15,7 @@ from typing import Sequence
 
 from rcdml.cli.common import config_error
 from rcdml.config import ConfigError
+from rcdml.errors import UserError
 
 PROG = "rcdml-search"
 
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               index_dir)
         else:
             query, vectors = query_images(args, manifest, index_dir)
-    except ConfigError as e:
+    except UserError as e:
         return config_error(PROG, e)
     from rcdml.deploy.index import configure, deserialize
     from rcdml.monitor.pictures import Row, grid

@@ -4,8 +4,9 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from rcdml.cli.common import config_error, parse_config, world_size_from_env
-from rcdml.config import ConfigError
+from rcdml.cli.common import config_error, parse_config
+from rcdml.distributed.launch import launch_world_size
+from rcdml.errors import UserError
 from rcdml.log import configure_logging
 
 PROG = "rcdml-train"
@@ -25,8 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Before anything else: data and model work must not happen for a run that cannot write.
         check_output_dir(cfg.output_dir)
-        check_training(cfg, world_size_from_env())
-    except ConfigError as e:
+        check_training(cfg, launch_world_size())
+    except UserError as e:
         return config_error(PROG, e)
     from rcdml.distributed import init_distributed, shutdown
     from rcdml.distributed.watchdog import CollectiveTimeout
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
     try:
         Trainer(cfg, info).fit()
-    except ConfigError as e:
+    except UserError as e:
         # Found once the run has started, e.g. a checkpoint of another model to resume from.
         return config_error(PROG, e)
     except (NonFiniteLoss, CollectiveTimeout) as e:

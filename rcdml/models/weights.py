@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rcdml.config import ConfigError
-from rcdml.io import load_file
+from rcdml.checkpoint_file import read_file
 from rcdml.models.resnet import TORCHVISION_NAMES
 
 # Classifiers, and GoogLeNet's auxiliary classifiers, which the trunk does not have.
@@ -92,7 +92,7 @@ def _state_dict(obj, path: str) -> dict[str, torch.Tensor]:
 def load_pretrained(model: nn.Module, path: str) -> str:
     """Load ``path`` into ``model`` (an EmbeddingNet: ``backbone`` and ``head``); returns one line
     saying what was loaded."""
-    obj = load_file(path, key="model.pretrained")
+    obj = read_file(path, key="model.pretrained")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # an rcdml checkpoint: the EmbeddingNet's state_dict
     state = _state_dict(obj, path)
