@@ -13,11 +13,13 @@ from typing import Sequence
 from rcdml.cli.common import config_error
 from rcdml.config import ConfigError
 from rcdml.errors import UserError
+from rcdml.log import configure_logging
 
 PROG = "rcdml-embed"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.cli.common import parse_with_config

@@ -13,6 +13,7 @@ import torch
 from rcdml.cli.common import config_error
 from rcdml.config import ConfigError
 from rcdml.errors import UserError
+from rcdml.log import configure_logging
 
 PROG = "rcdml-export"
 
@@ -32,6 +33,7 @@ def parity_batch(cfg, input_style: str, count: int) -> torch.Tensor:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.cli.common import parse_with_config

@@ -11,11 +11,13 @@ from typing import Sequence
 
 from rcdml.cli.common import config_error
 from rcdml.errors import UserError
+from rcdml.log import configure_logging
 
 PROG = "rcdml-index"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.deploy.settings import IndexArgs, parse_command

@@ -16,6 +16,7 @@ from typing import Sequence
 from rcdml.cli.common import config_error
 from rcdml.config import ConfigError
 from rcdml.errors import UserError
+from rcdml.log import configure_logging
 
 PROG = "rcdml-search"
 
@@ -56,6 +57,7 @@ def query_images(args, manifest: dict, index: str):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.deploy.settings import SearchArgs, parse_command

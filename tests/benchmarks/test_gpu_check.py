@@ -3,6 +3,8 @@ limits (python3 only, carried wheels installed offline into a temporary target, 
 work folder, at most 8 files back in $OUT)."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -10,6 +12,9 @@ import tarfile
 import zipfile
 
 from conftest import ROOT
+
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
 
 STEPS = ("install", "environment", "make_jpegs", "train_bninception", "resume", "deepspeed_zero2",
          "train_vit_compiled", "export_vit", "gloo_two_ranks", "syncs_resnet50", "bench_loss",

@@ -1,10 +1,15 @@
 """Two torchrun "nodes" on 127.0.0.1 meet through c10d rendezvous and train digits together."""
 from __future__ import annotations
 
+import pytest
+
 import socket
 import sys
 
 from runs import TRAIN, fast, metrics, start
+
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:
