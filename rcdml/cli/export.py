@@ -33,7 +33,6 @@ def parity_batch(cfg, input_style: str, count: int) -> torch.Tensor:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.cli.common import parse_with_config
@@ -41,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args, cfg = parse_with_config(ExportArgs, PROG, "Export a checkpoint's network to "
                                       "TorchScript or ONNX.", argv)
+        configure_logging()
         if args.format == "onnx":
             try:
                 import onnx  # noqa: F401

@@ -17,13 +17,13 @@ PROG = "rcdml-index"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.deploy.settings import IndexArgs, parse_command
 
         source, args = parse_command(IndexArgs, argv, "EMBEDDINGS", "runs/digits/embeddings",
                                      __doc__)
+        configure_logging()
         from rcdml.deploy.store import read_embeddings
 
         array, items, manifest = read_embeddings("EMBEDDINGS", source)

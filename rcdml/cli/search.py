@@ -57,7 +57,6 @@ def query_images(args, manifest: dict, index: str):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.deploy.settings import SearchArgs, parse_command
@@ -67,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         __doc__)
         if bool(args.query) == bool(args.queries):
             raise ConfigError("query: pass either query=IMAGE_OR_DIR or queries=EMBEDDINGS")
+        configure_logging()
         path, items, manifest = read_folder("INDEX", index_dir, INDEX)
         if args.queries:
             vectors, query, emb_manifest = read_embeddings("queries", args.queries)
