@@ -31,7 +31,8 @@ import sys
 import time
 
 from study import (METRICS, ROOT, add_run_arguments, hardware, mean_std, parse_run_arguments,
-                   read_ledger, read_result, train_command, train_once, write_ledger, write_report)
+                   read_ledger, read_result, train_command, train_once, versus_proxy_anchor,
+                   write_ledger, write_report)
 
 # The zero-shot rows embed in this process: this checkout's rcdml, as launch/train.py imports it.
 sys.path.insert(0, ROOT)
@@ -179,11 +180,7 @@ def verdicts(results: dict) -> list[str]:
         ours = r1((method, ""))
         if len(ours) < 2 or len(pa) < 2:
             continue
-        gap = statistics.mean(ours) - statistics.mean(pa)
-        sd = max(statistics.stdev(ours), statistics.stdev(pa))
-        word = "beats" if gap > sd else "loses to" if gap < -sd else "ties (within one std) with"
-        out.append(f"- {METHODS[method][0]} minus Proxy-Anchor R@1 {100 * gap:+.2f} points, "
-                   f"larger std {100 * sd:.2f}: it {word} Proxy-Anchor.")
+        out.append("- " + versus_proxy_anchor(METHODS[method][0], ours, pa))
     return out
 
 

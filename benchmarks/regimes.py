@@ -29,7 +29,8 @@ import statistics
 import sys
 
 from study import (METRICS, ROOT, add_run_arguments, hardware, mean_std, parse_run_arguments,
-                   read_ledger, read_result, train_command, train_once, write_ledger, write_report)
+                   read_ledger, read_result, train_command, train_once, versus_proxy_anchor,
+                   write_ledger, write_report)
 
 EVERY_NINTH = list(range(1, 965, 9))[:100]
 OTHERS = [c for c in range(1, 965) if c not in EVERY_NINTH]
@@ -148,13 +149,8 @@ def verdicts(results: dict, args) -> list[str]:
         pa = results.get((regime, sampler, "pa"), [])
         if method not in ("full", "full_present") or len(runs) < 2 or len(pa) < 2:
             continue
-        ours = [r["eval/R@1"] for r in runs]
-        theirs = [r["eval/R@1"] for r in pa]
-        gap = statistics.mean(ours) - statistics.mean(theirs)
-        sd = max(statistics.stdev(ours), statistics.stdev(theirs))
-        word = "beats" if gap > sd else "loses to" if gap < -sd else "ties (within one std) with"
-        out.append(f"- regime {regime}, {sampler}: {METHODS[method][0]} minus Proxy-Anchor R@1 "
-                   f"{100 * gap:+.2f} points, larger std {100 * sd:.2f}: it {word} Proxy-Anchor.")
+        out.append(f"- regime {regime}, {sampler}: " + versus_proxy_anchor(
+            METHODS[method][0], [r["eval/R@1"] for r in runs], [r["eval/R@1"] for r in pa]))
     return out
 
 

@@ -140,6 +140,15 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
+def versus_proxy_anchor(name: str, ours: list[float], pa: list[float]) -> str:
+    """A method's mean R@1 minus Proxy-Anchor's, judged against the larger standard deviation."""
+    gap = statistics.mean(ours) - statistics.mean(pa)
+    sd = max(statistics.stdev(ours), statistics.stdev(pa))
+    word = "beats" if gap > sd else "loses to" if gap < -sd else "ties (within one std) with"
+    return (f"{name} minus Proxy-Anchor R@1 {100 * gap:+.2f} points, larger std {100 * sd:.2f}: "
+            f"it {word} Proxy-Anchor.")
+
+
 def write_report(path: str, text: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
