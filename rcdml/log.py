@@ -9,25 +9,16 @@ logging setup can remove the handler from the ``rcdml`` logger.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-import torch.distributed as dist
+from rcdml.distributed.env import env_rank
 
 ROOT = "rcdml"
 
 
-def _rank() -> int:
-    """The process-group rank once there is one; before that (and in a single process),
-    torchrun's RANK, so lines logged before the process group exists are not repeated."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0") or 0)
-
-
 class RankZeroFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return _rank() == 0
+        return env_rank() == 0
 
 
 class _ConsoleHandler(logging.Handler):

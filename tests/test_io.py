@@ -7,19 +7,20 @@ import os
 import pytest
 import torch
 
-from rcdml.io import atomic_write_bytes, load_checkpoint, save_checkpoint
+from rcdml.checkpoint_file import read_file, write_checkpoint
+from rcdml.io import atomic_write_bytes
 
 
 def test_save_then_load_with_weights_only(tmp_path):
     path = tmp_path / "ckpt.pt"
-    save_checkpoint({"w": torch.arange(3.0), "epoch": 2, "rng": [(1, 2)]}, str(path))
-    loaded = load_checkpoint(str(path))
+    write_checkpoint({"w": torch.arange(3.0), "epoch": 2, "rng": [(1, 2)]}, str(path))
+    loaded = read_file(str(path))
     assert torch.equal(loaded["w"], torch.arange(3.0)) and loaded["epoch"] == 2
 
 
 def test_full_disk_mid_write_keeps_previous_file(tmp_path):
     path = tmp_path / "last.pt"
-    save_checkpoint({"epoch": 1}, str(path))
+    write_checkpoint({"epoch": 1}, str(path))
 
     def fail_half_way(f):
         f.write(b"partial")
@@ -27,7 +28,7 @@ def test_full_disk_mid_write_keeps_previous_file(tmp_path):
 
     with pytest.raises(OSError, match="No space left"):
         atomic_write_bytes(str(path), fail_half_way)
-    assert load_checkpoint(str(path)) == {"epoch": 1}
+    assert read_file(str(path)) == {"epoch": 1}
     assert os.listdir(tmp_path) == ["last.pt"], "the temp file is removed"
 
 

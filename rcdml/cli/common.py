@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
-import os
 import re
 import sys
 import typing
@@ -13,13 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import rcdml
-from rcdml.config import Config, ConfigError, dump_config, load_config
+from rcdml.config import Config, dump_config, load_config
+from rcdml.distributed.launch import launch_rank
+from rcdml.errors import UserError
 
 EXIT_CONFIG_ERROR = 2
-
-
-def is_rank0() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 def version_line(prog: str) -> str:
@@ -135,26 +132,23 @@ def parse_config(command: Command, argv: Sequence[str] | None) -> Config:
     # Intermixed: options may come after the overrides, or between CONFIG and them.
     args = parser.parse_intermixed_args(argv)
     if args.config is None:
-        if is_rank0():
+        if launch_rank() == 0:
             print(f"usage: {usage}  (CONFIG is required, e.g. configs/digits.yaml; see {prog} "
                   "--help)", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_CONFIG_ERROR)
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
-        if is_rank0():
+        if launch_rank() == 0:
             print(dump_config(cfg), end="", flush=True)
         raise SystemExit(0)
     return cfg
 
 
-def config_error(prog: str, error: ConfigError) -> int:
-    if is_rank0():
-        print(f"{prog}: config error: {error}", file=sys.stderr, flush=True)
+def config_error(prog: str, error: UserError) -> int:
+    """Print ``error`` as one line naming what went wrong (rank 0); the exit code 2."""
+    if launch_rank() == 0:
+        print(f"{prog}: {error.kind}: {error}", file=sys.stderr, flush=True)
     return EXIT_CONFIG_ERROR
-
-
-def world_size_from_env() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def parse_with_config(cls: type, command: Command,

@@ -14,6 +14,7 @@ from typing import Sequence
 from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.config import ConfigError
 from rcdml.deploy.settings import EmbedArgs
+from rcdml.errors import UserError
 
 PROG = "rcdml-embed"
 COMMAND = Command(
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         items = readable("input", list_images("input", args.input), cfg)
         model = load_trained(cfg, args.checkpoint)
-    except ConfigError as e:
+    except UserError as e:
         return config_error(PROG, e)
     from rcdml.deploy.store import write_embeddings
     from rcdml.distributed import init_distributed, is_main, shutdown

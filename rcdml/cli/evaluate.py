@@ -15,6 +15,7 @@ from typing import Sequence
 
 from rcdml.cli.common import Command, config_error, parse_config
 from rcdml.config import Config, ConfigError
+from rcdml.errors import UserError
 from rcdml.log import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -114,19 +115,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rcdml.eval.checkpoint import evaluate_checkpoint, read_checked_checkpoint
 
         ckpt = read_checked_checkpoint(checkpoint, cfg)
-    except ConfigError as e:
+    except UserError as e:
         return config_error(PROG, e)
     from rcdml.distributed import init_distributed, is_main, shutdown
 
     info = init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
     try:
-        from rcdml.engine.learner import amp_dtype
+        from rcdml.eval.embed import amp_dtype
 
         result = evaluate_checkpoint(cfg, info, ckpt, checkpoint,
                                      amp_dtype(cfg.eval.amp, info.device))
         if is_main():
             report(cfg, checkpoint, result)
-    except ConfigError as e:
+    except UserError as e:
         return config_error(PROG, e)
     finally:
         shutdown()

@@ -13,6 +13,7 @@ import torch
 from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.config import ConfigError
 from rcdml.deploy.settings import ExportArgs
+from rcdml.errors import UserError
 
 PROG = "rcdml-export"
 COMMAND = Command(
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         model = load_trained(cfg, args.checkpoint)
         images = parity_batch(cfg, model.input_style, args.parity_images)
-    except ConfigError as e:
+    except UserError as e:
         return config_error(PROG, e)
     from rcdml.deploy.export import (PARITY_TOLERANCE, ServingModel, default_path, export_bytes,
                                      parity)

@@ -10,8 +10,8 @@ import time
 from typing import Sequence
 
 from rcdml.cli.common import Command, config_error, dataclass_keys
-from rcdml.config import ConfigError
 from rcdml.deploy.settings import IndexArgs
+from rcdml.errors import UserError
 
 PROG = "rcdml-index"
 COMMAND = Command(
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         index = build_index(vectors, args.index)
         seconds = time.perf_counter() - start
-    except ConfigError as e:
+    except UserError as e:
         return config_error(PROG, e)
     from rcdml.config.typed import to_dict
     from rcdml.deploy.index import serialize

@@ -8,7 +8,7 @@ import sys
 from typing import Sequence
 
 from rcdml.cli.common import Command, version_line
-from rcdml.config import ConfigError
+from rcdml.errors import UserError
 from rcdml.data.datasets import LayoutError, dataset_names, read_catalog, split_catalog
 from rcdml.data.datasets.load import all_paths
 from rcdml.data.image_check import CHECK_LEVELS, describe_problems, find_unreadable
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LayoutError as e:
         log.error(f"{PROG}: {args.name} is not ready under {args.root}:\n{e}")
         return 1
-    except ConfigError as e:
+    except UserError as e:
         log.error(f"{PROG}: {e}")
         return 2
     log.info(f"{args.name} at {args.root}")

@@ -16,6 +16,7 @@ from typing import Sequence
 from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.config import ConfigError
 from rcdml.deploy.settings import SearchArgs
+from rcdml.errors import UserError
 
 PROG = "rcdml-search"
 COMMAND = Command(
@@ -98,8 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               index_dir)
         else:
             query, vectors = query_images(args, manifest, index_dir)
-        index = read_index(path, manifest)
-    except ConfigError as e:
+    except UserError as e:
         return config_error(PROG, e)
     from rcdml.deploy.index import configure
     from rcdml.monitor.pictures import Row, grid

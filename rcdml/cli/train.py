@@ -25,9 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # First of all, before the imports that take seconds: from here until the process exits a
     # stop request (SIGTERM, SIGUSR1, SIGINT) ends in the stop contract, never in a kill.
     stop.install()
-    from rcdml.cli.common import (EXIT_CONFIG_ERROR, config_error, parse_config,
-                                  world_size_from_env)
+    from rcdml.cli.common import EXIT_CONFIG_ERROR, config_error, parse_config
     from rcdml.config import ConfigError
+    from rcdml.distributed.launch import launch_world_size
+    from rcdml.errors import UserError
     from rcdml.log import configure_logging
 
     configure_logging()
@@ -39,9 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Before anything else: data and model work must not happen for a run that cannot write.
         check_output_dir(cfg.output_dir)
-        check_training(cfg, world_size_from_env())
-    except ConfigError as e:
-        if world_size_from_env() == 1:
+        check_training(cfg, launch_world_size())
+    except UserError as e:
+        if launch_world_size() == 1:
             return config_error(PROG, e)
         error = e
     from rcdml.config import DistConfig
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        "before any step; continue with train.resume=auto",
                             signal=signal.Signals(signum).name)
         Trainer(cfg, info).fit()
-    except ConfigError as e:
+    except UserError as e:
         # Found once the run has started, e.g. a checkpoint of another model to resume from.
         return config_error(PROG, e)
     except (NonFiniteLoss, CollectiveTimeout) as e:

@@ -11,9 +11,13 @@ import types
 import typing
 from typing import Any, Literal, Union
 
+from rcdml.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config value that cannot be used; the message names the dotted key."""
+
+    kind = "config error"
 
 
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,

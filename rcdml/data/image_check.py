@@ -17,7 +17,8 @@ from typing import Sequence
 
 from PIL import Image
 
-from rcdml.config import ConfigError
+from rcdml.distributed.launch import local_world_size
+from rcdml.errors import UserError
 
 CHECK_LEVELS = ("exists", "header", "decode")
 # PIL format names of the files both loaders decode (PIL and DALI's decoders.image).
@@ -54,7 +55,7 @@ def image_problem(path: str, level: str) -> str | None:
 def check_threads() -> int:
     """Threads per process: the CPUs shared by the processes torchrun started on this node
     (decoding in PIL releases the GIL; stat and header reads wait on storage)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    local = local_world_size()
     return max(2, (os.cpu_count() or 1) // local)
 
 
@@ -69,9 +70,11 @@ def find_unreadable(paths: Sequence[str], level: str, threads: int | None = None
         return {p: why for p, why in zip(paths, problems) if why is not None}
 
 
-class UnreadableImagesError(ConfigError):
+class UnreadableImagesError(UserError):
     """Some images of the dataset cannot be read; the message lists them, on one line (every rank
     raises it; the CLI prints it once, on rank 0)."""
+
+    kind = "data error"
 
     def __init__(self, problems: dict[str, str], total: int, level: str, shown: int = 20) -> None:
         self.problems = dict(problems)

@@ -1,33 +1,21 @@
 """The network of a checkpoint, its fingerprint, and the evaluation-only loader of rcdml.deploy."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from rcdml.checkpoint_file import fingerprint
 from rcdml.config import Config
 from rcdml.data.datasets import ImageList
 from rcdml.data.torch_loader import TorchLoader
 from rcdml.data.transforms import eval_transform
 from rcdml.distributed import DistInfo, rank_share
-from rcdml.engine.learner import amp_dtype
 from rcdml.eval.checkpoint import load_model, read_checked_checkpoint
-from rcdml.eval.embed import embed_shard, gather_in_order
+from rcdml.eval.embed import amp_dtype, embed_shard, gather_in_order
 from rcdml.models import input_style as backbone_input_style
-
-
-def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of the tensors (names, dtypes, shapes, bytes) of ``state_dict``: equal for the
-    same weights whatever file or process holds them."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Everything that talks to torch.distributed: process-group setup, rank helpers, gathers.
 
-Names are imported on first use, so :mod:`rcdml.distributed.shard` can be imported without
-torch (DALI's worker processes do).
+Names are imported on first use, so :mod:`rcdml.distributed.shard` and
+:mod:`rcdml.distributed.launch` can be imported without torch (DALI's worker processes and the
+command lines' early checks do).
 """
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import importlib
 
 _EXPORTS = {
     "rcdml.distributed.env": ("DistInfo", "all_gather_object", "barrier", "broadcast_object",
-                              "check_dist_config", "get_rank", "get_world_size", "init_distributed", "is_distributed",
-                              "is_main", "main_process_first", "shutdown"),
+                              "check_dist_config", "env_rank", "get_rank", "get_world_size",
+                              "init_deepspeed_alone", "init_distributed", "is_distributed", "is_main", "main_process_first",
+                              "max_over_ranks", "on_main", "shutdown"),
     "rcdml.distributed.gather": ("all_gather_batch", "all_gather_no_grad", "all_gather_with_grad",
                                  "equal_shards"),
+    "rcdml.distributed.launch": ("elastic_restart", "launch_rank", "launch_world_size",
+                                 "local_world_size"),
     "rcdml.distributed.shard": ("rank_share",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from rcdml.config import ConfigError, DistConfig
+from rcdml.distributed.launch import env_int, launch_rank
 from rcdml.distributed.watchdog import init_watchdog, set_nccl_env_defaults
 
 
@@ -25,11 +26,6 @@ class DistInfo:
     local_rank: int
     device: torch.device
     backend: str | None
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
 
 
 def _attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
@@ -49,7 +45,7 @@ def _attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
-    attempt = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
+    attempt = env_int("TORCHELASTIC_RESTART_COUNT", 0)
     agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
                           is_master=False, timeout=timeout)
     return dist.PrefixStore(f"rcdml/attempt_{attempt}", agent)
@@ -66,9 +62,9 @@ def init_distributed(backend: str = "auto", timeout_s: float = 1800.0) -> DistIn
     ``backend='auto'`` picks NCCL when CUDA is available and gloo otherwise. Without torchrun (or
     with a world of one) no process group is created and the run is a plain single process.
     """
-    world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
-    local_rank = _env_int("LOCAL_RANK", 0)
+    world_size = env_int("WORLD_SIZE", 1)
+    rank = env_int("RANK", 0)
+    local_rank = env_int("LOCAL_RANK", 0)
     use_cuda = torch.cuda.is_available()
     if backend == "auto":
         backend = "nccl" if use_cuda else "gloo"
@@ -145,3 +141,46 @@ def main_process_first() -> Iterator[None]:
     finally:
         if is_main():
             barrier()
+
+
+def env_rank() -> int:
+    """This process's rank: the process group's once there is one, before that (and in a single
+    process) torchrun's ``RANK``, so what is printed before the group exists is not repeated."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return launch_rank()
+
+
+def init_deepspeed_alone() -> None:
+    """The process group DeepSpeed needs even in a single process: a world of one on any free
+    port, with the ``LOCAL_RANK`` it reads."""
+    import deepspeed
+
+    os.environ.setdefault("LOCAL_RANK", "0")
+    deepspeed.init_distributed(auto_mpi_discovery=False, init_method="tcp://127.0.0.1:0",
+                               rank=0, world_size=1, verbose=False)
+
+
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of every rank's ``value`` (a collective: every rank calls it at the same
+    point), e.g. the stop signal any rank received."""
+    if not is_distributed():
+        return value
+    flag = torch.tensor([value], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag)
+
+
+def on_main(fn, errors: tuple[type[Exception], ...]) -> Any:
+    """``fn()`` on rank 0; its result, or the error of one of the types ``errors`` it raised, on
+    every rank, so all ranks stop together and only rank 0 prints."""
+    error = result = None
+    if is_main():
+        try:
+            result = fn()
+        except errors as e:
+            error = (type(e), str(e))
+    error, result = broadcast_object((error, result))
+    if error is not None:
+        raise error[0](error[1])
+    return result

@@ -1,49 +1,40 @@
-"""The run directory's one owner: lock, last/prev/best naming and rotation, resume candidates
-with fallback, crash leftovers, and the typed errors a user sees as one line (exit code 2).
+"""The one owner of a run's checkpoints, after torchtitan's ``CheckpointManager`` and timm's
+``CheckpointSaver``: it holds the states that go into a checkpoint, decides when one is due,
+rotates ``last.pt``/``prev.pt``/``best.pt``, reads the checkpoint to resume from once (verified,
+falling back to the previous one) and hands each component its part.
 
-Modelled on torchtitan's ``CheckpointManager`` and timm's ``CheckpointSaver``: the trainer asks
-it where to resume from and when to save; backends only write and read their own files (the
-atomic writes and ``weights_only`` loads are in :mod:`rcdml.io`).
+Components expose ``state_dict()``/``load_state_dict()``: :class:`TrainState` (the run's
+position, the epoch's running sums, the best epoch), the backend (network, proxies, optimizer,
+loss scaler; DeepSpeed also writes its shards beside the file), every rank's RNG state and the
+config. The file itself is written and read by :mod:`rcdml.checkpoint_file`; its names come from
+:class:`rcdml.rundir.RunDir`.
 
-- **Lock.** Rank 0 holds ``fcntl.flock`` on ``output_dir/.lock`` for the run's life; the OS
-  releases it when the process dies, so a crash leaves no stale lock. The file names the holder.
-- **No silent overwrite.** A new run into a directory holding another run's checkpoints or
-  metrics is refused; ``train.overwrite=true`` moves that run aside, never deletes it.
-- **Rotation.** Before ``last.pt`` is written the previous one becomes ``prev.pt``; ``best.pt``
-  is a hard link to the ``last.pt`` of the best epoch (no second copy of the optimizer state).
+- **Rotation.** Before ``last.pt`` is written the previous one becomes ``prev.pt``, unless it is
+  known to be unreadable (a resume fell back past it): a damaged ``last.pt`` never replaces a
+  good ``prev.pt``. ``best.pt`` is a hard link to the ``last.pt`` of the best epoch.
+- **Commit point.** Rank 0 writes ``last.pt`` atomically after every rank has stored its part;
+  a crash before the rename leaves the previous checkpoint as it was.
 """
 from __future__ import annotations
 
-import datetime
-import fcntl
-import json
 import os
 import shutil
-import socket
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rcdml.config import Config, ConfigError, dump_config
+from rcdml.checkpoint_file import (CheckpointReadError, CheckpointWriteError, read_checkpoint, verify,
+                                   write_checkpoint)
+from rcdml.config import Config
+from rcdml.config.identity import describe, split_differences
 from rcdml.config.typed import to_dict
-from rcdml.distributed import broadcast_object, is_main
-from rcdml.io import TMP_PREFIX, TMP_SUFFIX, CheckpointReadError, atomic_write_text, read_checkpoint
+from rcdml.distributed import DistInfo, all_gather_object, barrier, is_main, on_main
+from rcdml.engine.backends import Backend
+from rcdml.engine.rng import rng_state, set_rng_state
+from rcdml.io import TMP_PREFIX, TMP_SUFFIX
+from rcdml.rundir import RunDir, RunDirError, check_output_dir  # noqa: F401  (train CLI's seam)
 
-LAST, PREV, BEST = "last.pt", "prev.pt", "best.pt"
-LOCK = ".lock"
-HISTORY = "config_history.jsonl"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-
-
-class RunDirError(ConfigError):
-    """A run directory that cannot be used as asked; one line, exit code 2."""
-
-
-class RunDirLocked(RunDirError):
-    """Another live run holds the directory's lock."""
-
-
-class RunExists(RunDirError):
-    """A new run would replace another run's files."""
+# Keys whose change on resume says nothing about the run (how it was started, not what it does).
+_STARTUP_KEYS = ("train.resume", "train.overwrite")
 
 
 class NoReadableCheckpoint(RunDirError):
@@ -54,211 +45,149 @@ class CheckpointMismatch(RunDirError):
     """The checkpoint was trained with other values of the keys a checkpoint fixes."""
 
 
-def check_output_dir(path: str) -> None:
-    """``output_dir`` usable: not empty, not a file, writable (or creatable). Called before any
-    data or model work, on every rank (each reads the same file system)."""
-    if not path or not path.strip():
-        raise RunDirError("output_dir: empty; set the run directory, e.g. output_dir=runs/digits")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise RunDirError(f"output_dir: {path} is a file, not a directory; choose another path")
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise RunDirError(f"output_dir: {path} cannot be created: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunDirError(f"output_dir: {path} is not writable ({existing}: permission denied)")
+@dataclass
+class TrainState:
+    """A run's position: ``epoch`` epochs are complete and ``step`` steps of the next one are
+    done; ``epoch_totals`` are that epoch's running loss sums, ``best`` the selected epoch."""
+    epoch: int = 0
+    step: int = 0
+    epoch_totals: dict[str, float] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=lambda: {"metric": -1.0, "epoch": -1})
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "epoch_totals": dict(self.epoch_totals),
+                "best": dict(self.best)}
 
-def on_main(fn: Callable[[], Any]) -> Any:
-    """``fn()`` on rank 0; its result, or the RunDirError it raised, on every rank, so all ranks
-    stop together and only rank 0 prints."""
-    error = result = None
-    if is_main():
-        try:
-            result = fn()
-        except RunDirError as e:
-            error = (type(e), str(e))
-    error, result = broadcast_object((error, result))
-    if error is not None:
-        raise error[0](error[1])
-    return result
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.epoch_totals, self.best = dict(state["epoch_totals"]), dict(state["best"])
 
 
 class CheckpointManager:
-    """Owns ``output_dir``; every method that touches files runs on rank 0 only, or says so."""
+    def __init__(self, run: RunDir, backend: Backend, cfg: Config, dist: DistInfo) -> None:
+        self.run = run
+        self.backend = backend
+        self.cfg = cfg
+        self.dist = dist
+        self.every_steps = cfg.train.checkpoint_every_steps
+        # The newest checkpoint known to be complete (None: none yet), and what is known of
+        # last.pt before the next rotation (None: not checked yet).
+        self.last_good: str | None = None
+        self._last_readable: bool | None = None
 
-    def __init__(self, output_dir: str, artifacts: Callable[[str], list[str]] = lambda p: [p]) -> None:
-        self.output_dir = output_dir
-        # The files/directories a backend writes for one checkpoint path (DeepSpeed: + shards).
-        self.artifacts = artifacts
-        self._lock_fd: int | None = None
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.output_dir, name)
-
-    # -- ownership -----------------------------------------------------------------------------
-
-    def acquire(self) -> None:
-        """Rank 0: take the directory's lock or raise :class:`RunDirLocked` naming the holder."""
-        os.makedirs(self.output_dir, exist_ok=True)
-        fd = os.open(self.path(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown process"
-            os.close(fd)
-            raise RunDirLocked(f"output_dir: {self.output_dir} is in use by another run ({holder}); "
-                               "wait for it to finish or choose another output_dir") from None
-        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()} started {started}\n".encode(), 0)
-        self._lock_fd = fd
-
-    def release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor drops the flock
-            self._lock_fd = None
-
-    def remove_leftovers(self) -> list[str]:
-        """Rank 0, lock held: delete temp files a crash mid-write left (``.NAME.*.tmp``)."""
-        removed = []
-        for name in sorted(os.listdir(self.output_dir)):
-            path = self.path(name)
-            if name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX) and os.path.isfile(path):
-                os.unlink(path)
-                removed.append(name)
-        return removed
-
-    def describe_run(self) -> str | None:
-        """What another run left here (epochs, best R@1), or None when nothing would be lost."""
-        ckpts = [n for n in (LAST, PREV, BEST) if os.path.exists(self.path(n))]
-        rows = _metric_rows(self.path(METRICS))
-        if not ckpts and not rows:
-            return None
-        parts = []
-        if rows:
-            parts.append(f"{len(rows)} epochs in {METRICS}")
-        if ckpts:
-            try:
-                ckpt = read_checkpoint(self.path(ckpts[0]))
-                best = ckpt.get("best", {})
-                detail = f"epoch {ckpt.get('epoch')}"
-                if best.get("epoch", -1) >= 0:
-                    detail += f", best R@1 {best['metric']:.4f} at epoch {best['epoch']}"
-            except CheckpointReadError:
-                detail = "unreadable"
-            parts.append(f"{ckpts[0]} ({detail})")
-        return ", ".join(parts)
-
-    def move_aside(self) -> str:
-        """Rank 0, lock held: move every file of the old run into a sibling directory."""
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        target = f"{self.output_dir.rstrip(os.sep)}.replaced-{stamp}"
-        n = 1
-        while os.path.exists(target):
-            target, n = f"{self.output_dir.rstrip(os.sep)}.replaced-{stamp}-{n}", n + 1
-        os.makedirs(target)
-        for name in os.listdir(self.output_dir):
-            if name != LOCK:
-                os.replace(self.path(name), os.path.join(target, name))
-        return target
-
-    def open_new_run(self, resume: str, overwrite: bool, elastic_restart: bool) -> list[str]:
-        """Every rank: lock, clean up, refuse or move aside another run. Returns the lines to
-        print (rank 0)."""
-        def run() -> list[str]:
-            self.acquire()
-            notes = []
-            removed = self.remove_leftovers()
-            if removed:
-                notes.append(f"removed {len(removed)} temporary file(s) left by an interrupted "
-                             f"write: {', '.join(removed)}")
-            if resume != "none" or elastic_restart:
-                return notes
-            there = self.describe_run()
-            if there is None:
-                return notes
-            if not overwrite:
-                raise RunExists(
-                    f"output_dir: {self.output_dir} holds another run ({there}); continue it with "
-                    "train.resume=auto, choose another output_dir, or set train.overwrite=true "
-                    "to move it aside and start over")
-            notes.append(f"train.overwrite: moved the previous run ({there}) to {self.move_aside()}")
-            return notes
-        try:
-            return on_main(run)
-        except RunDirError:
-            self.release()
-            raise
+    def due(self, global_step: int) -> bool:
+        """Whether the periodic cadence (``train.checkpoint_every_steps``) asks for a checkpoint
+        after ``global_step`` steps."""
+        return bool(self.every_steps) and global_step % self.every_steps == 0
 
     # -- resume ----------------------------------------------------------------------------------
 
     def candidates(self, resume: str, elastic_restart: bool) -> list[str]:
         """Checkpoints to try in order: the newest first, then its predecessor."""
         if resume == "auto" or elastic_restart:
-            return [self.path(LAST), self.path(PREV)]
+            return [self.run.last, self.run.prev]
         return [] if resume == "none" else [resume]
 
-    def first_readable(self, candidates: list[str], warn: Callable[[str], None]):
+    def first_readable(self, candidates: list[str],
+                       say: Callable[[str], None]) -> tuple[str, dict[str, Any]] | None:
         """(path, checkpoint) of the first readable candidate, None when none exists; a file that
-        cannot be read falls back to the next with a warning."""
-        unreadable = []
+        cannot be read (cut short, damaged, foreign) falls back to the next with a warning."""
+        unreadable: dict[str, str] = {}
         for path in candidates:
             if not os.path.exists(path):
                 continue
             try:
-                return path, read_checkpoint(path)
+                found = path, read_checkpoint(path)
             except CheckpointReadError as e:
-                unreadable.append(f"{e.path} ({e.why})")
-                warn(f"warning: cannot read checkpoint {unreadable[-1]}; trying the previous one")
+                unreadable[path] = f"{e.path} ({e.why})"
+                say(f"warning: cannot read checkpoint {unreadable[path]}; trying the previous one")
+                continue
+            if path == self.run.last:
+                self._last_readable = True
+            elif self.run.last in unreadable:
+                self._last_readable = False  # the next save must not rotate it over prev.pt
+            return found
         if unreadable:
-            raise NoReadableCheckpoint("train.resume: no readable checkpoint: " + "; ".join(unreadable)
+            raise NoReadableCheckpoint("train.resume: no readable checkpoint: "
+                                       + "; ".join(unreadable.values())
                                        + " (the files are left as they are)")
         return None
 
+    def resume(self, state: TrainState, elastic_restart: bool,
+               say: Callable[[str], None]) -> list[tuple[str, Any, Any]]:
+        """Every rank: restore ``state``, the backend and this rank's RNG from the first readable
+        candidate of ``train.resume`` (one read of one file). The keys a checkpoint fixes must
+        match; the others take effect from here on and are returned as (key, old, new)."""
+        found = self.first_readable(self.candidates(self.cfg.train.resume, elastic_restart), say)
+        if found is None:
+            return []
+        path, ckpt = found
+        fixed, changed = split_differences(ckpt.get("config", {}), to_dict(self.cfg))
+        if fixed:
+            raise CheckpointMismatch(f"train.resume: {path} was trained with other values of keys "
+                                     f"a checkpoint fixes: {describe(fixed)}; resume with the old "
+                                     "values, or start a new run in another output_dir")
+        try:
+            self.backend.load_state(path, ckpt)
+        except ValueError as e:  # the backend's own files do not fit (e.g. another backend)
+            raise RunDirError(str(e)) from None
+        state.load_state_dict(ckpt)
+        if len(ckpt["rng"]) == self.dist.world_size:
+            set_rng_state(ckpt["rng"][self.dist.rank])
+        self.last_good = path
+        where = f"epoch {state.epoch}" + (f" + {state.step} steps" if state.step else "")
+        say(f"resumed from {path} after {where}")
+        return [c for c in changed if c[0] not in _STARTUP_KEYS]
+
     # -- saving ----------------------------------------------------------------------------------
 
-    def rotate_last(self) -> None:
-        """Rank 0: the current last checkpoint becomes prev before a new one is written, so a
-        crash mid-write leaves a readable one."""
-        rotate(self.artifacts(self.path(LAST)), self.artifacts(self.path(PREV)))
+    def save(self, state: TrainState, scheduler: Any, improved: bool) -> None:
+        """Every rank: checkpoint ``state`` as ``last.pt`` (the previous one becomes ``prev.pt``
+        first); with ``improved``, ``best.pt`` becomes it too. A full disk is one
+        :class:`CheckpointWriteError` on every rank, the files already there intact."""
+        content = {**state.state_dict(), "scheduler": scheduler.state_dict(),
+                   "rng": all_gather_object(rng_state()), "config": to_dict(self.cfg)}
+        if is_main():
+            self._rotate_last()
+        barrier()
+        content.update(self.backend.save_state(self.run.last))
 
-    def mark_best(self) -> None:
+        def commit() -> None:
+            write_checkpoint(content, self.run.last)
+            self.backend.after_save(self.run.last)
+            if improved:
+                self._mark_best()
+
+        on_main(commit, (CheckpointWriteError,))
+        self.last_good = self.run.last
+        self._last_readable = True
+
+    def _rotate_last(self) -> None:
+        """Rank 0: the current last checkpoint becomes prev before a new one is written, so a
+        crash mid-write leaves a readable one; an unreadable last.pt is overwritten instead."""
+        if not os.path.exists(self.run.last):
+            return
+        if self._last_readable is None:
+            try:
+                verify(self.run.last)
+                self._last_readable = True
+            except CheckpointReadError:
+                self._last_readable = False
+        if self._last_readable:
+            rotate(self.backend.artifacts(self.run.last), self.backend.artifacts(self.run.prev))
+
+    def _mark_best(self) -> None:
         """Rank 0: ``best.pt`` becomes the just-written ``last.pt`` (hard link, atomic rename;
         a copy where the file system has no hard links)."""
-        last, best = self.path(LAST), self.path(BEST)
-        tmp = os.path.join(self.output_dir, f"{TMP_PREFIX}{BEST}.link{TMP_SUFFIX}")
+        tmp = os.path.join(self.run.output_dir, f"{TMP_PREFIX}{os.path.basename(self.run.best)}"
+                                                f".link{TMP_SUFFIX}")
         if os.path.exists(tmp):
             os.unlink(tmp)
         try:
-            os.link(last, tmp)
+            os.link(self.run.last, tmp)
         except OSError:
-            shutil.copyfile(last, tmp)
-        os.replace(tmp, best)
-
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        """Rank 0: ``summary.json``, the finished run's selected and last epochs."""
-        atomic_write_text(self.path(SUMMARY), json.dumps(summary, indent=2) + "\n")
-
-    def record_config(self, cfg: Config, epoch: int, step: int,
-                      changes: list[tuple[str, Any, Any]]) -> None:
-        """Rank 0: ``config.yaml`` is this run's config; ``config_history.jsonl`` gets one row
-        per start (position, changed keys, full config), so earlier settings stay on record."""
-        atomic_write_text(self.path("config.yaml"), dump_config(cfg))
-        row = {"time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-               "epoch": epoch, "step": step,
-               "changes": {key: [old, new] for key, old, new in changes}, "config": to_dict(cfg)}
-        history = self.path(HISTORY)
-        previous = open(history).read() if os.path.exists(history) else ""
-        atomic_write_text(history, previous + json.dumps(row) + "\n")
-
-
-def _metric_rows(path: str) -> list[str]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [line for line in f if line.strip()]
+            shutil.copyfile(self.run.last, tmp)
+        os.replace(tmp, self.run.best)
 
 
 def rotate(current: list[str], previous: list[str]) -> None:

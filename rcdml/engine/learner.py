@@ -9,17 +9,6 @@ from rcdml.config import TrainConfig
 from rcdml.losses import GlobalBatchLoss
 
 
-_AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def amp_dtype(amp: str, device: torch.device | None = None) -> torch.dtype | None:
-    """The autocast dtype of ``train.amp``; with ``device``, None off the GPU (inference on CPU
-    gains nothing from bf16 and loses precision)."""
-    if device is not None and device.type != "cuda":
-        return None
-    return _AMP_DTYPES[amp]
-
-
 def prepare_network(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     """``train.grad_checkpointing``, ``train.channels_last`` and ``train.compile`` applied to the
     network (an EmbeddingNet), before the optimizer and the backend see it. Compiled in place

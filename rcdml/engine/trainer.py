@@ -20,21 +20,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed
 
 from rcdml.config import Config
-from rcdml.config.identity import describe, split_differences
 from rcdml.config.typed import to_dict
 from rcdml.data import DataPipeline, build_pipeline
 from rcdml.data.datasets import dataset_spec
-from rcdml.distributed import (DistInfo, all_gather_object, barrier, equal_shards, is_distributed,
-                               is_main, stop)
+from rcdml.distributed import (DistInfo, all_gather_object, elastic_restart, equal_shards,
+                               is_distributed, is_main, stop)
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.backends import Backend, build_backend
-from rcdml.engine.checkpoint import BEST, LAST, CheckpointManager, CheckpointMismatch, RunDirError
-from rcdml.engine.learner import MetricLearner, amp_dtype, prepare_network
+from rcdml.engine.checkpoint import CheckpointManager, TrainState
+from rcdml.engine.learner import MetricLearner, prepare_network
 from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
-from rcdml.engine.rng import rng_state, seed_everything, set_rng_state
+from rcdml.engine.rng import seed_everything
+from rcdml.eval.embed import amp_dtype
 from rcdml.eval.metrics import retrieval_metrics, summarize
 from rcdml.eval.retrieval import EvalEmbeddings, embed_eval_data, embed_split, rank, score
 from rcdml.losses import GlobalBatchLoss, NonFiniteEmbeddings, build_loss
@@ -44,11 +43,10 @@ from rcdml.monitor import (EmbeddingProbe, RunMonitor, intra_class_similarities,
                            proxy_similarities)
 from rcdml.monitor.pictures import training_pictures
 from rcdml.monitor.summary import read_rows, run_summary, selected_and_last
+from rcdml.rundir import RunDir
 
 log = get_logger(__name__)
 
-# Keys whose change on resume says nothing about the run (how it was started, not what it does).
-_STARTUP_KEYS = ("train.resume", "train.overwrite")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -90,19 +88,14 @@ class Preempted(Exception):
                          f"{held}; continue with train.resume=auto")
 
 
-def _elastic_restart() -> bool:
-    """A worker restarted by torchrun's --max-restarts resumes by itself."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
-
-
 class Trainer:
     def __init__(self, cfg: Config, dist: DistInfo, components: Components | None = None) -> None:
         self.cfg = cfg
         self.dist = dist
         self.device = dist.device
         # First, before any data or model work: own the run directory.
-        self.run = CheckpointManager(cfg.output_dir)
-        for line in self.run.open_new_run(cfg.train.resume, cfg.train.overwrite, _elastic_restart()):
+        self.run = RunDir(cfg.output_dir)
+        for line in self.run.open_new_run(cfg.train.resume, cfg.train.overwrite, elastic_restart()):
             log.info(line)
         try:
             self._build(components)
@@ -116,15 +109,15 @@ class Trainer:
         parts = components if components is not None else build_components(cfg, dist)
         self.model, self.loss, self.learner = parts.model, parts.loss, parts.learner
         self.optimizer, self.backend, self.pipeline = parts.optimizer, parts.backend, parts.pipeline
-        self.run.artifacts = self.backend.artifacts
-        self.start_epoch = self.start_step = 0
-        self.resumed_totals: dict[str, float] = {}
-        self.best: dict[str, Any] = {"metric": -1.0, "epoch": -1}
-        self.last_good: str | None = None
-        changes = self._resume()
+        self.checkpoints = CheckpointManager(self.run, self.backend, cfg, dist)
+        self.state = TrainState()
+        changes = self.checkpoints.resume(self.state, elastic_restart(), say=log.info)
+        for key, old, new in changes:
+            log.info(f"resume: {key} {old} -> {new} from epoch {self.state.epoch + 1}")
+        self.start_epoch, self.start_step = self.state.epoch, self.state.step
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.start_epoch)
         steps = self.pipeline.steps_per_epoch if self.pipeline is not None else 0
-        self.monitor = RunMonitor(cfg.output_dir, is_main(), cfg.train.progress,
+        self.monitor = RunMonitor(self.run, is_main(), cfg.train.progress,
                                   resume_epoch=self.start_epoch,
                                   resume_step=self.start_epoch * steps + self.start_step)
         self.probe = None
@@ -136,57 +129,6 @@ class Trainer:
         if is_main():
             self.run.record_config(cfg, self.start_epoch, self.start_step, changes)
 
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def _resume(self) -> list[tuple[str, Any, Any]]:
-        """Continue from the first readable candidate (an unreadable one falls back to the next).
-        The keys a checkpoint fixes must match; the others take effect from here on, and are
-        returned as (key, old, new)."""
-        found = self.run.first_readable(self.run.candidates(self.cfg.train.resume, _elastic_restart()),
-                                        warn=log.info)
-        if found is None:
-            return []
-        path, saved = found
-        fixed, changed = split_differences(saved.get("config", {}), to_dict(self.cfg))
-        if fixed:
-            raise CheckpointMismatch(f"train.resume: {path} was trained with other values of keys "
-                                     f"a checkpoint fixes: {describe(fixed)}; resume with the old "
-                                     "values, or start a new run in another output_dir")
-        del saved
-        try:
-            ckpt = self.backend.load(path)
-        except ValueError as e:  # the backend's own files do not fit (e.g. another backend)
-            raise RunDirError(str(e)) from None
-        self._restore(path, ckpt)
-        changed = [c for c in changed if c[0] not in _STARTUP_KEYS]
-        for key, old, new in changed:
-            log.info(f"resume: {key} {old} -> {new} from epoch {self.start_epoch + 1}")
-        return changed
-
-    def _restore(self, path: str, ckpt: dict[str, Any]) -> None:
-        self.start_epoch, self.start_step = ckpt["epoch"], ckpt["step"]
-        self.resumed_totals = ckpt["epoch_totals"]
-        self.best = ckpt["best"]
-        if len(ckpt["rng"]) == self.dist.world_size:
-            set_rng_state(ckpt["rng"][self.dist.rank])
-        self.last_good = path
-        where = f"epoch {self.start_epoch}" + (f" + {self.start_step} steps" if self.start_step else "")
-        log.info(f"resumed from {path} after {where}")
-
-    def _checkpoint(self, epoch: int, step: int, totals: dict[str, float], improved: bool) -> None:
-        """Save position (epoch, step); the previous last.pt becomes prev.pt first."""
-        state = {"scheduler": self.scheduler.state_dict(), "epoch": epoch, "step": step,
-                 "epoch_totals": totals, "best": self.best, "rng": all_gather_object(rng_state()),
-                 "config": to_dict(self.cfg)}
-        last = self.run.path(LAST)
-        if is_main():
-            self.run.rotate_last()
-        barrier()
-        self.backend.save(last, state)
-        self.last_good = last
-        if improved and is_main():
-            self.run.mark_best()
-
     # -- preemption --------------------------------------------------------------------------
 
     def _stop_at(self, epoch: int, step: int) -> None:
@@ -194,7 +136,7 @@ class Trainer:
         same position, which the newest checkpoint (if any) already holds."""
         signum = stop.agreed(self.device)
         if signum:
-            raise Preempted(signum, epoch, step, self.last_good)
+            raise Preempted(signum, epoch, step, self.checkpoints.last_good)
 
     # -- training ----------------------------------------------------------------------------
 
@@ -210,7 +152,7 @@ class Trainer:
         where = f"epoch {epoch + 1} step {step + 1}"
         if self.cfg.train.on_nonfinite == "stop":
             raise NonFiniteLoss(f"{what} at {where}; last good "
-                                f"checkpoint: {self.last_good or 'none'}; set "
+                                f"checkpoint: {self.checkpoints.last_good or 'none'}; set "
                                 "train.on_nonfinite=skip to drop such steps instead")
         self.monitor.print(f"warning: {what} at {where}; step skipped")
 
@@ -245,8 +187,7 @@ class Trainer:
         self.learner.train()
         loader = self.pipeline.train_loader(epoch, start_step)
         bar = self.monitor.progress(len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
-        totals = dict(self.resumed_totals) if start_step else {}
-        self.resumed_totals = {}
+        totals = dict(self.state.epoch_totals) if start_step else {}
         sums: dict[str, torch.Tensor] = {}
         counted = images_seen = skipped = 0
         start = time.perf_counter()
@@ -268,13 +209,12 @@ class Trainer:
                 bar.set_postfix_str(f"loss {value:.4f}")
                 self.monitor.scalars({"step/loss": value}, global_step)
             signum = stop.agreed(self.device)
-            periodic = cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0
             # A stop after the epoch's last step waits for the epoch's end (and its checkpoint).
-            if (signum or periodic) and step + 1 < steps:
+            if (signum or self.checkpoints.due(global_step)) and step + 1 < steps:
                 totals, sums, counted = _merge(totals, sums, counted), {}, 0
-                self._checkpoint(epoch, step + 1, totals, improved=False)
+                self._save(epoch, step + 1, totals, improved=False)
                 if signum:
-                    raise Preempted(signum, epoch, step + 1, self.last_good)
+                    raise Preempted(signum, epoch, step + 1, self.checkpoints.last_good)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
@@ -324,7 +264,7 @@ class Trainer:
             started = time.perf_counter()
             pictures = training_pictures(self.eval_embeddings, self.eval_stats, self.pipeline.data,
                                          self.cfg.monitor.retrieval_queries, self.cfg.train.seed,
-                                         self.cfg.output_dir, epoch + 1)
+                                         self.run.retrieval_pictures(epoch + 1))
             for tag, image in pictures.items():
                 self.monitor.image(tag, image, step)
             timing["perf/pictures_s"] = time.perf_counter() - started
@@ -386,27 +326,33 @@ class Trainer:
                 metrics.update(final)
                 metrics["perf/eval_s"] = time.perf_counter() - evaluated
                 key = self.selection_key
-                if final[key] > self.best["metric"]:
-                    self.best = {"metric": final[key], "epoch": epoch + 1, "key": key}
+                if final[key] > self.state.best["metric"]:
+                    self.state.best = {"metric": final[key], "epoch": epoch + 1, "key": key}
                     improved = True
                 metrics.update(self._diagnostics(epoch, improved))
-            self._checkpoint(epoch + 1, 0, {}, improved)
+            # The row first: a resume from the previous checkpoint drops it and logs the epoch
+            # again, while a row written after the checkpoint would be lost to a crash between.
             self.monitor.log_epoch(metrics, step=(epoch + 1) * steps)
+            self._save(epoch + 1, 0, {}, improved)
             if epoch + 1 < cfg.train.epochs:
                 self._stop_at(epoch + 1, 0)
         self.monitor.hparams(_flat_hparams(to_dict(cfg)), final)
         self.monitor.print("final: " + " ".join(f"{k} {v:.4f}" for k, v in final.items())
-                           + f" (best {self.selection_key} {self.best['metric']:.4f} at epoch "
-                           f"{self.best['epoch']})")
+                           + f" (best {self.selection_key} {self.state.best['metric']:.4f} at "
+                           f"epoch {self.state.best['epoch']})")
         if is_main():
             rows = read_rows(self.monitor.metrics_path)
             self.monitor.print(run_summary(
-                rows, final, self.best, cfg.train.epochs, self._baseline(),
-                time.perf_counter() - started, cfg.output_dir,
-                [p for p in (self.run.path(LAST), self.run.path(BEST)) if os.path.exists(p)]))
-            self.run.write_summary(selected_and_last(rows, self.best, cfg.train.epochs,
+                rows, final, self.state.best, cfg.train.epochs, self._baseline(),
+                time.perf_counter() - started, self.run,
+                [p for p in (self.run.last, self.run.best) if os.path.exists(p)]))
+            self.run.write_summary(selected_and_last(rows, self.state.best, cfg.train.epochs,
                                                      self.selection_key))
         return final
+
+    def _save(self, epoch: int, step: int, totals: dict[str, float], improved: bool) -> None:
+        self.state.epoch, self.state.step, self.state.epoch_totals = epoch, step, totals
+        self.checkpoints.save(self.state, self.scheduler, improved)
 
     def _baseline(self) -> dict[str, float]:
         """Cosine retrieval on the dataset's recorded raw features, which describe its default

@@ -10,6 +10,16 @@ from torch import nn
 
 from rcdml.distributed import all_gather_no_grad, all_gather_object
 
+_AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(amp: str, device: torch.device | None = None) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` or ``eval.amp``; with ``device``, None off the GPU
+    (inference on CPU gains nothing from bf16 and loses precision)."""
+    if device is not None and device.type != "cuda":
+        return None
+    return _AMP_DTYPES[amp]
+
 
 @contextlib.contextmanager
 def full_precision():

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rcdml.config import ConfigError
-from rcdml.io import load_file
+from rcdml.checkpoint_file import read_file
 from rcdml.models.resnet import TORCHVISION_NAMES
 
 # Classifiers, and GoogLeNet's auxiliary classifiers, which the trunk does not have.
@@ -123,7 +123,7 @@ def load_pretrained(model: nn.Module, path: str) -> str:
     ``backbone`` and ``head``); returns one line saying what was loaded."""
     if path.startswith(PACKAGE):
         return _load_package(model, path)
-    obj = load_file(path, key="model.pretrained")
+    obj = read_file(path, key="model.pretrained")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # an rcdml checkpoint: the EmbeddingNet's state_dict
     state = _state_dict(obj, path)
@@ -225,6 +225,6 @@ def _load_package(model: nn.Module, source: str) -> str:
     arch = (getattr(model.backbone, "pretrained_cfg", None) or {}).get("architecture", "")
     entry = package_weights(source, f"timm:{arch}")
     path = str(importlib.resources.files(entry.module).joinpath(entry.file))
-    state = _state_dict(load_file(path, key="model.pretrained"), path)
+    state = _state_dict(read_file(path, key="model.pretrained"), path)
     _load_strict(model.backbone, entry.convert(state, model.backbone), path, "backbone")
     return f"model.pretrained: loaded the backbone from {source} ({path})"

@@ -7,7 +7,6 @@ correct match), written to ``retrieval/epoch_NNN.png`` and TensorBoard.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,11 +82,10 @@ def _rows(queries: np.ndarray, q_emb: torch.Tensor, g_emb: torch.Tensor, query, 
     return rows
 
 
-def training_pictures(embeddings, stats: RankStats, data, count: int, seed: int, folder: str,
-                      epoch: int) -> dict[str, torch.Tensor]:
-    """Write ``folder/retrieval/epoch_NNN.png`` (``count`` seeded queries) and
-    ``epoch_NNN_worst.png`` (the ``count`` queries with the most other-class items before their
-    first correct match) from an evaluation's embeddings (``EvalEmbeddings``) of ``data``
+def training_pictures(embeddings, stats: RankStats, data, count: int, seed: int,
+                      paths: tuple[str, str]) -> dict[str, torch.Tensor]:
+    """Write ``paths`` (:meth:`rcdml.rundir.RunDir.retrieval_pictures`): ``count`` seeded queries,
+    and the ``count`` queries with the most other-class items before their first correct match, from an evaluation's embeddings (``EvalEmbeddings``) of ``data``
     (``RetrievalData``) and its per-query ``stats`` (reused: ranking all queries again would
     cost as much as the evaluation); returns them as TensorBoard images by tag."""
     from rcdml.io import atomic_write_bytes
@@ -100,12 +98,12 @@ def training_pictures(embeddings, stats: RankStats, data, count: int, seed: int,
     order = torch.argsort(stats.before_first[rankable], descending=True, stable=True)
     worst = np.sort(rankable[order[:count]].cpu().numpy())
     pictures = {}
-    for tag, name, queries in (("retrieval/sample", f"epoch_{epoch:03d}.png",
+    for tag, path, queries in (("retrieval/sample", paths[0],
                                 sample_queries(len(data.query), count, seed)),
-                               ("retrieval/worst", f"epoch_{epoch:03d}_worst.png", worst)):
+                               ("retrieval/worst", paths[1], worst)):
         image = grid(_rows(queries, embeddings.query.cpu(), g_emb.cpu(), data.query, gallery,
                            self_retrieval))
-        atomic_write_bytes(os.path.join(folder, "retrieval", name),
+        atomic_write_bytes(path,
                            lambda f, im=image: im.save(f, format="PNG"))
         pictures[tag] = to_tensor(image)
     return pictures

@@ -1,4 +1,4 @@
-"""Run monitoring: metrics.jsonl, TensorBoard scalars, console lines and the progress bar.
+"""Run monitoring: the metrics rows, TensorBoard scalars, console lines and the progress bar.
 
 Only rank 0 writes; on other ranks every method is a no-op, so callers never branch on rank.
 """
@@ -11,6 +11,7 @@ from typing import Any
 
 from rcdml.io import atomic_write_text
 from rcdml.log import get_logger
+from rcdml.rundir import RunDir
 
 log = get_logger(__name__)
 
@@ -22,21 +23,21 @@ class _Silent:
 
 
 class RunMonitor:
-    def __init__(self, output_dir: str, enabled: bool, progress: bool = True,
+    def __init__(self, run: RunDir, enabled: bool, progress: bool = True,
                  resume_epoch: int = 0, resume_step: int = 0) -> None:
         self.enabled = enabled
         self.show_progress = progress and enabled
-        self.metrics_path = os.path.join(output_dir, "metrics.jsonl")
+        self.metrics_path = run.metrics
         self.writer = None
         if not enabled:
             return
-        os.makedirs(output_dir, exist_ok=True)
+        os.makedirs(run.output_dir, exist_ok=True)
         # A fresh start (no checkpoint) keeps no row, not even a stale epoch-0 evaluation.
         self._truncate_metrics(resume_epoch if resume_epoch or resume_step else -1)
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step drops events a crashed run wrote after its last checkpoint.
-        self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"),
+        self.writer = SummaryWriter(run.tensorboard,
                                     purge_step=resume_step if resume_step else None)
 
     def _truncate_metrics(self, resume_epoch: int) -> None:
@@ -91,7 +92,7 @@ class RunMonitor:
                                     run_name="hparams")
 
     def log_epoch(self, metrics: dict[str, Any], step: int) -> None:
-        """One metrics.jsonl row, the matching TensorBoard scalars and one console line."""
+        """One metrics row, the matching TensorBoard scalars and one console line."""
         if not self.enabled:
             return
         with open(self.metrics_path, "a") as f:

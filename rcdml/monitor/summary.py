@@ -6,9 +6,11 @@ import json
 import os
 from typing import Any
 
+from rcdml.rundir import RunDir
+
 
 def read_rows(metrics_path: str) -> list[dict[str, Any]]:
-    """The run's metrics.jsonl rows (none when it has no file yet)."""
+    """The rows of a run's metrics file (none when it has no file yet)."""
     if not os.path.exists(metrics_path):
         return []
     with open(metrics_path) as f:
@@ -35,7 +37,7 @@ def selected_and_last(rows: list[dict[str, Any]], best: dict[str, Any], epochs: 
 
 
 def run_summary(rows: list[dict[str, Any]], final: dict[str, float], best: dict[str, Any],
-                epochs: int, baseline: dict[str, float], wall_s: float, output_dir: str,
+                epochs: int, baseline: dict[str, float], wall_s: float, run: RunDir,
                 checkpoints: list[str]) -> str:
     """Lines a user reads once the run is over. ``final`` are the last evaluation's metrics
     (``eval/`` keys), ``best`` the trainer's {"metric", "epoch"}, ``baseline`` the dataset's
@@ -57,8 +59,8 @@ def run_summary(rows: list[dict[str, Any]], final: dict[str, float], best: dict[
                         for _, values in columns)
         lines.append(f"  {name:<8}{cells}")
     lines += [f"wall time: {wall_s:.0f} s (training and evaluation in this process)",
-              f"run directory: {output_dir}",
-              f"curves: tensorboard --logdir {os.path.join(output_dir, 'tensorboard')}"]
+              f"run directory: {run.output_dir}",
+              f"curves: tensorboard --logdir {run.tensorboard}"]
     if checkpoints:
         lines.append("checkpoints: " + ", ".join(checkpoints))
     return "\n".join(lines)

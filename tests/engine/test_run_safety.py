@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -161,7 +162,9 @@ def test_user_errors_are_one_line_exit_2_and_change_nothing(finished, capsys, ma
     if extra[0].startswith("config="):
         argv[0] = str(tmp / extra[0].split("=", 1)[1])
     line = one_line(capsys, 2, train_main, argv)
-    assert line.startswith("rcdml-train: config error: ") and message in line, line
+    # The line says what went wrong: the config, the run directory, a checkpoint or the data.
+    assert re.match(r"rcdml-train: (config|run directory|checkpoint|data) error: ", line), line
+    assert message in line, line
     assert "weights_only=False" not in line
     assert hashes(run) == before
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from rcdml.config import load_config
-from rcdml.engine.learner import amp_dtype
+from rcdml.eval.embed import amp_dtype
 from rcdml.eval.embed import embed_shard, full_precision, gather_in_order
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torchvision import models as tvm
 
+from rcdml.checkpoint_file import CheckpointReadError
 from rcdml.config import ConfigError, load_config
 from rcdml.models import build_model
 from rcdml.models.weights import load_pretrained
@@ -77,12 +78,12 @@ def test_mismatch_and_non_state_dict_are_one_line_config_errors(tmp_path):
     assert "model.pretrained" in str(e.value) and "\n" not in str(e.value)
     text = tmp_path / "notes.pth"
     text.write_text("not weights")
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(CheckpointReadError) as e:
         load_pretrained(_model("resnet18"), str(text))
     assert "\n" not in str(e.value) and "weights_only=False" not in str(e.value)
     pickled = tmp_path / "object.pth"
     torch.save({"weights": object.__new__(torch.nn.Identity)}, pickled)
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(CheckpointReadError) as e:
         load_pretrained(_model("resnet18"), str(pickled))
     assert "refused" in str(e.value) and "weights_only=False" not in str(e.value)
 

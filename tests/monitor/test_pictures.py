@@ -11,6 +11,7 @@ from rcdml.monitor.pictures import (RIGHT, WRONG, Row, cell_size, grid, sample_q
                                    training_pictures)
 from rcdml.eval.metrics import rank_stats
 from rcdml.eval.retrieval import EvalEmbeddings
+from rcdml.rundir import RunDir
 
 
 def images(tmp_path, n: int) -> list[str]:
@@ -37,7 +38,7 @@ def test_training_pictures_sample_and_worst(tmp_path):
     data = RetrievalData(ImageList([], []), ImageList(paths, labels))
     stats = rank_stats(emb, torch.tensor(labels), with_map=False, chunk_size=5)
     out = training_pictures(EvalEmbeddings(emb, torch.tensor(labels)), stats, data, 4, 0,
-                            str(tmp_path / "run"), 3)
+                            RunDir(str(tmp_path / "run")).retrieval_pictures(3))
     width, height = cell_size()
     assert set(out) == {"retrieval/sample", "retrieval/worst"}
     for name in ("epoch_003.png", "epoch_003_worst.png"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from rcdml.monitor import RunMonitor
+from rcdml.rundir import RunDir
 
 
 def write_rows(path, epochs) -> None:
@@ -16,14 +17,14 @@ def epochs(path) -> list[int]:
 
 def test_fresh_start_drops_every_row_even_a_stale_epoch_0(tmp_path):
     write_rows(tmp_path / "metrics.jsonl", [0, 1, 2])
-    RunMonitor(str(tmp_path), True).close()
+    RunMonitor(RunDir(str(tmp_path)), True).close()
     assert epochs(tmp_path / "metrics.jsonl") == []
 
 
 def test_resume_keeps_the_rows_of_the_checkpoint_and_the_epoch_0_evaluation(tmp_path):
     write_rows(tmp_path / "metrics.jsonl", [0, 1, 2])
-    RunMonitor(str(tmp_path), True, resume_epoch=0, resume_step=5).close()
+    RunMonitor(RunDir(str(tmp_path)), True, resume_epoch=0, resume_step=5).close()
     assert epochs(tmp_path / "metrics.jsonl") == [0]
     write_rows(tmp_path / "metrics.jsonl", [0, 1, 2])
-    RunMonitor(str(tmp_path), True, resume_epoch=1, resume_step=36).close()
+    RunMonitor(RunDir(str(tmp_path)), True, resume_epoch=1, resume_step=36).close()
     assert epochs(tmp_path / "metrics.jsonl") == [0, 1]

@@ -2,7 +2,8 @@
 
 A backend owns how the :class:`~rcdml.engine.learner.MetricLearner` is wrapped for data
 parallelism, how gradients are computed, clipped and applied, and how the trainable state
-(network, proxies, optimizer, loss scaler) is written to and read from checkpoints.
+(network, proxies, optimizer, loss scaler) goes into and comes out of a checkpoint; the
+checkpoint manager owns the file.
 """
 from __future__ import annotations
 
@@ -37,15 +38,20 @@ class Backend(ABC):
         (a step whose loss was not finite)."""
 
     @abstractmethod
-    def save(self, path: str, state: dict[str, Any]) -> None:
-        """Write a checkpoint at ``path`` holding the trainable state plus the trainer's
-        ``state``; called on every rank, written atomically. ``path`` must afterwards be
-        readable by :func:`rcdml.io.load_checkpoint` with at least the keys
-        ``model`` and ``loss`` (network and proxies), so evaluation never needs the backend."""
+    def save_state(self, path: str) -> dict[str, Any]:
+        """Every rank: the trainable state that goes into the checkpoint file ``path`` (rank 0
+        writes it, :class:`rcdml.engine.checkpoint.CheckpointManager` decides when), at least
+        ``model`` and ``loss`` (network and proxies, fp32) so evaluation never needs the backend.
+        A backend that keeps state beside the file (DeepSpeed's shards) writes it here."""
+
+    def after_save(self, path: str) -> None:
+        """Rank 0, once the file ``path`` is committed: drop what it no longer refers to."""
 
     @abstractmethod
-    def load(self, path: str) -> dict[str, Any]:
-        """Restore the trainable state from ``path`` on every rank; return the trainer's state."""
+    def load_state(self, path: str, ckpt: dict[str, Any]) -> None:
+        """Every rank: restore the trainable state from ``ckpt``, the content of the file
+        ``path`` (already read and verified), and whatever the backend keeps beside it; a
+        ``ValueError`` says in one line why the checkpoint does not fit this backend."""
 
     def artifacts(self, path: str) -> list[str]:
         """Every file or directory that makes up the checkpoint saved at ``path``."""

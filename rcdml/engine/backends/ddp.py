@@ -8,9 +8,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from rcdml.distributed import barrier, is_distributed, is_main
+from rcdml.distributed import is_distributed, is_main
 from rcdml.engine.backends.base import Backend
-from rcdml.io import load_checkpoint, save_checkpoint
 
 
 # torch 2.14 deprecates broadcast_buffers (a FutureWarning per DDP) for forward_sync_buffers.
@@ -21,7 +20,7 @@ SYNC_BUFFERS = ("forward_sync_buffers" if "forward_sync_buffers"
 class DDPBackend(Backend):
     """Gradients are averaged over ranks by DDP; the loss's all-gather sums them in backward, so
     the update is exactly that of one process on the global batch. Optional fp16 loss scaling
-    and gradient-value clipping. Checkpoints are one file written by rank 0."""
+    and gradient-value clipping. Its whole state goes into the checkpoint file."""
 
     def __init__(self, learner: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
                  grad_clip_value: float | None = None, fp16: bool = False) -> None:
@@ -62,27 +61,24 @@ class DDPBackend(Backend):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def save(self, path: str, state: dict[str, Any]) -> None:
-        if is_main():
-            trained = {"model": self.learner.model.state_dict(), "loss": self.learner.loss.state_dict(),
-                       "optimizer": self.optimizer.state_dict()}
-            if self.scaler is not None:
-                trained["scaler"] = self.scaler.state_dict()
-            save_checkpoint({**state, **trained}, path)
-        barrier()
+    def save_state(self, path: str) -> dict[str, Any]:
+        if not is_main():
+            return {}
+        trained = {"model": self.learner.model.state_dict(), "loss": self.learner.loss.state_dict(),
+                   "optimizer": self.optimizer.state_dict()}
+        if self.scaler is not None:
+            trained["scaler"] = self.scaler.state_dict()
+        return trained
 
-    def load(self, path: str) -> dict[str, Any]:
-        ckpt = load_checkpoint(path)
+    def load_state(self, path: str, ckpt: dict[str, Any]) -> None:
         if "deepspeed" in ckpt:
             raise ValueError(f"train.resume: {path} was written by train.backend=deepspeed (its "
                              "optimizer state is sharded next to it); resume it with that backend")
-        self.learner.model.load_state_dict(ckpt.pop("model"))
-        self.learner.loss.load_state_dict(ckpt.pop("loss"))
-        self.optimizer.load_state_dict(ckpt.pop("optimizer"))
-        scaler = ckpt.pop("scaler", None)
-        if self.scaler is not None and scaler is not None:
-            self.scaler.load_state_dict(scaler)
-        return ckpt
+        self.learner.model.load_state_dict(ckpt["model"])
+        self.learner.loss.load_state_dict(ckpt["loss"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
 
 
 def _buffers_change(module: nn.Module) -> bool:

@@ -10,9 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rcdml.distributed import barrier, broadcast_object, get_world_size, is_distributed, is_main
+from rcdml.distributed import broadcast_object, init_deepspeed_alone, get_world_size, is_distributed, is_main
 from rcdml.engine.backends.base import Backend
-from rcdml.io import load_checkpoint, save_checkpoint
 
 
 class DeepSpeedBackend(Backend):
@@ -46,6 +45,7 @@ class DeepSpeedBackend(Backend):
         self.grad_clip_value = grad_clip_value
         self.engine = None
         self._skip = False
+        self._saved_tag: str | None = None
         # The model parameters of each group, recorded before DeepSpeed swaps in master copies.
         self._group_params = {g["name"]: list(g["params"]) for g in optimizer.param_groups}
         optimizer.register_step_pre_hook(self._before_optimizer_step)
@@ -58,11 +58,7 @@ class DeepSpeedBackend(Backend):
 
             deepspeed.utils.logger.setLevel(logging.WARNING)
             if not is_distributed():
-                # DeepSpeed needs a process group and LOCAL_RANK even alone; a world of one binds
-                # any free port.
-                os.environ.setdefault("LOCAL_RANK", "0")
-                deepspeed.init_distributed(auto_mpi_discovery=False, init_method="tcp://127.0.0.1:0",
-                                           rank=0, world_size=1, verbose=False)
+                init_deepspeed_alone()
             params = [p for group in self._group_params.values() for p in group]
             trainable = [p.requires_grad for p in params]
             for p in params:
@@ -121,11 +117,11 @@ class DeepSpeedBackend(Backend):
     def artifacts(self, path: str) -> list[str]:
         return [path, _shard_folder(path)]
 
-    def save(self, path: str, state: dict[str, Any]) -> None:
+    def save_state(self, path: str) -> dict[str, Any]:
         """DeepSpeed's checkpoint (one optimizer shard per rank under ZeRO) goes to a fresh tag in
-        ``<path>.ds/``; then rank 0 writes ``path`` atomically with the fp32 network and proxies,
-        the trainer's state and the tag. ``path`` is the commit point: a crash mid-save leaves
-        the previous ``path`` and the tag it names intact."""
+        ``<path>.ds/``; the file ``path`` gets the fp32 network and proxies and the tag. ``path``
+        is the commit point: a crash before it is written leaves the previous ``path`` and the
+        tag it names intact."""
         engine = self._engine()
         folder = _shard_folder(path)
         tag = broadcast_object(_fresh_tag(folder, engine.global_steps) if is_main() else None)
@@ -133,18 +129,19 @@ class DeepSpeedBackend(Backend):
         masters = _unfused_master_weights(engine.optimizer)
         trained = {"model": _fp32_state_dict(self.learner.model, masters),
                    "loss": _fp32_state_dict(self.learner.loss, masters)}
-        if is_main():
-            meta = {"tag": tag, "world_size": get_world_size(),
-                    "zero_stage": int(engine.zero_optimization_stage())}
-            save_checkpoint({**state, **trained, "deepspeed": meta}, path)
-            for old in os.listdir(folder):
-                if old != tag and os.path.isdir(os.path.join(folder, old)):
-                    shutil.rmtree(os.path.join(folder, old))
-        barrier()
+        self._saved_tag = tag
+        meta = {"tag": tag, "world_size": get_world_size(),
+                "zero_stage": int(engine.zero_optimization_stage())}
+        return {**trained, "deepspeed": meta}
 
-    def load(self, path: str) -> dict[str, Any]:
-        ckpt = load_checkpoint(path)
-        meta = ckpt.pop("deepspeed", None)
+    def after_save(self, path: str) -> None:
+        folder = _shard_folder(path)
+        for old in os.listdir(folder):
+            if old != self._saved_tag and os.path.isdir(os.path.join(folder, old)):
+                shutil.rmtree(os.path.join(folder, old))
+
+    def load_state(self, path: str, ckpt: dict[str, Any]) -> None:
+        meta = ckpt.get("deepspeed")
         if meta is None:
             raise ValueError(f"train.resume: {path} holds no DeepSpeed state (written by "
                              "train.backend=ddp); resume it with train.backend=ddp")
@@ -160,8 +157,6 @@ class DeepSpeedBackend(Backend):
                                                    load_lr_scheduler_states=False)
         if loaded is None:
             raise ValueError(f"train.resume: DeepSpeed could not load {folder}/{meta['tag']}")
-        del ckpt["model"], ckpt["loss"]
-        return ckpt
 
 
 def _shard_folder(path: str) -> str:
