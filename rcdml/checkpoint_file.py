@@ -29,7 +29,7 @@ from rcdml.io import atomic_write_bytes
 # stored in fp32 whatever the backend, so evaluation and deployment never need the backend.
 MODEL, LOSS = "model", "loss"
 # What the trainer adds (see rcdml.engine.checkpoint.TrainState): the run's position and config.
-TRAINER_KEYS = ("epoch", "step", "epoch_totals", "best", "rng", "scheduler", "config")
+TRAINER_KEYS = ("epoch", "step", "epoch_totals", "best", "row", "rng", "scheduler", "config")
 # What torch.load raises for a file cut short or not a checkpoint at all.
 _UNREADABLE = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
                KeyError, IndexError, ValueError)

@@ -1,10 +1,9 @@
 """Console output of the ``rcdml`` loggers: one line per message, on rank 0 only.
 
 Information goes to stdout and warnings and errors to stderr, each looked up when a line is
-written (so a redirected ``sys.stdout``, e.g. pytest's capture, gets it). The console handler
-is installed when this module is first imported, so the library prints its lines as the CLI
-does; the CLI calls :func:`configure_logging` again to set the level, and a program with its own
-logging setup can remove the handler from the ``rcdml`` logger.
+written (so a redirected ``sys.stdout``, e.g. pytest's capture, gets it). The library itself only
+adds a ``NullHandler`` (a program decides where a library's log goes); every ``rcdml-*`` entry
+point calls :func:`configure_logging`.
 """
 from __future__ import annotations
 
@@ -48,4 +47,4 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name.startswith(ROOT) else f"{ROOT}.{name}")
 
 
-configure_logging()
+logging.getLogger(ROOT).addHandler(logging.NullHandler())

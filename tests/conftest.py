@@ -11,7 +11,12 @@ from typing import Sequence
 
 import pytest
 
+from rcdml.log import configure_logging
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The library only adds a NullHandler; the test session is a program, and configures logging as
+# the rcdml-* entry points do, so tests see the lines a user would.
+configure_logging()
 # The Omniglot archive is not part of the repository: RCDML_OMNIGLOT names it, else the
 # project's shared data folder next to the clone is used.
 OMNIGLOT_ENV = "RCDML_OMNIGLOT"

@@ -15,6 +15,7 @@ from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.config import ConfigError
 from rcdml.deploy.settings import EmbedArgs
 from rcdml.errors import UserError
+from rcdml.log import configure_logging
 
 PROG = "rcdml-embed"
 COMMAND = Command(
@@ -29,6 +30,7 @@ COMMAND = Command(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.cli.common import parse_with_config

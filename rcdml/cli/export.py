@@ -14,6 +14,7 @@ from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.config import ConfigError
 from rcdml.deploy.settings import ExportArgs
 from rcdml.errors import UserError
+from rcdml.log import configure_logging
 
 PROG = "rcdml-export"
 COMMAND = Command(
@@ -42,6 +43,7 @@ def parity_batch(cfg, input_style: str, count: int) -> torch.Tensor:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.cli.common import parse_with_config

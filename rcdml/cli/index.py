@@ -12,6 +12,7 @@ from typing import Sequence
 from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.deploy.settings import IndexArgs
 from rcdml.errors import UserError
+from rcdml.log import configure_logging
 
 PROG = "rcdml-index"
 COMMAND = Command(
@@ -23,6 +24,7 @@ COMMAND = Command(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.deploy.settings import parse_command

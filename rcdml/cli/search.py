@@ -17,6 +17,7 @@ from rcdml.cli.common import Command, config_error, dataclass_keys
 from rcdml.config import ConfigError
 from rcdml.deploy.settings import SearchArgs
 from rcdml.errors import UserError
+from rcdml.log import configure_logging
 
 PROG = "rcdml-search"
 COMMAND = Command(
@@ -83,6 +84,7 @@ def read_index(path: str, manifest: dict):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.deploy.settings import parse_command

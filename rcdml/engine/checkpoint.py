@@ -22,6 +22,8 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
+
 from rcdml.checkpoint_file import (CheckpointReadError, CheckpointWriteError, read_checkpoint, verify,
                                    write_checkpoint)
 from rcdml.config import Config
@@ -48,19 +50,34 @@ class CheckpointMismatch(RunDirError):
 @dataclass
 class TrainState:
     """A run's position: ``epoch`` epochs are complete and ``step`` steps of the next one are
-    done; ``epoch_totals`` are that epoch's running loss sums, ``best`` the selected epoch."""
+    done; ``epoch_totals`` are that epoch's running loss sums, ``best`` the selected epoch, and
+    ``row`` the metrics row of the epoch an epoch-end checkpoint completes (written to the
+    metrics file just after the checkpoint: a resume restores it when a crash came between)."""
     epoch: int = 0
     step: int = 0
     epoch_totals: dict[str, float] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=lambda: {"metric": -1.0, "epoch": -1})
+    row: dict[str, Any] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "epoch_totals": dict(self.epoch_totals),
-                "best": dict(self.best)}
+                "best": dict(self.best), "row": dict(self.row)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.step = state["epoch"], state["step"]
         self.epoch_totals, self.best = dict(state["epoch_totals"]), dict(state["best"])
+        self.row = dict(state.get("row", {}))  # checkpoints before the row was kept have none
+
+
+def merge_totals(totals: dict[str, float], sums: dict[str, Any], counted: int) -> dict[str, float]:
+    """``TrainState.epoch_totals`` plus the steps since: host-side running loss sums of the epoch
+    (one sync), with the step count as ``_steps``."""
+    merged = dict(totals)
+    values = torch.stack(list(sums.values())).tolist() if sums else []
+    for name, value in zip(sums, values):
+        merged[name] = merged.get(name, 0.0) + value
+    merged["_steps"] = merged.get("_steps", 0.0) + counted
+    return merged
 
 
 class CheckpointManager:

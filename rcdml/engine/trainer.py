@@ -13,36 +13,25 @@ raise :class:`Preempted`.
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from rcdml.config import Config
-from rcdml.config.typed import to_dict
-from rcdml.data import DataPipeline, build_pipeline
-from rcdml.data.datasets import dataset_spec
 from rcdml.distributed import (DistInfo, all_gather_object, elastic_restart, equal_shards,
                                is_distributed, is_main, stop)
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
-from rcdml.engine.backends import Backend, build_backend
-from rcdml.engine.checkpoint import CheckpointManager, TrainState
-from rcdml.engine.learner import MetricLearner, prepare_network
-from rcdml.engine.optim import build_optimizer, build_scheduler, param_groups
+from rcdml.engine.checkpoint import CheckpointManager, TrainState, merge_totals
+from rcdml.engine.components import Components, build_components  # noqa: F401  (the CLI's seam)
+from rcdml.engine.optim import build_scheduler
 from rcdml.engine.rng import seed_everything
-from rcdml.eval.embed import amp_dtype
-from rcdml.eval.metrics import retrieval_metrics, summarize
-from rcdml.eval.retrieval import EvalEmbeddings, embed_eval_data, embed_split, rank, score
-from rcdml.losses import GlobalBatchLoss, NonFiniteEmbeddings, build_loss
-from rcdml.models import EmbeddingNet, build_model, input_style
+from rcdml.engine.validate import Validator
+from rcdml.losses import NonFiniteEmbeddings
 from rcdml.log import get_logger
-from rcdml.monitor import (EmbeddingProbe, RunMonitor, intra_class_similarities,
-                           proxy_similarities)
-from rcdml.monitor.pictures import training_pictures
-from rcdml.monitor.summary import read_rows, run_summary, selected_and_last
+from rcdml.monitor import RunMonitor
+from rcdml.monitor.run import epoch_metrics
 from rcdml.rundir import RunDir
 
 log = get_logger(__name__)
@@ -51,30 +40,6 @@ log = get_logger(__name__)
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf and ``train.on_nonfinite`` is ``stop``."""
-
-
-@dataclass
-class Components:
-    """What a :class:`Trainer` trains and with what. :func:`build_components` makes them from a
-    config; a test may build its own (without ``pipeline``, the trainer only takes the steps it is
-    given batches for). The schedule is not a component: the trainer derives it from
-    ``cfg.optim`` and the resume point."""
-    model: EmbeddingNet
-    loss: GlobalBatchLoss
-    learner: MetricLearner
-    optimizer: torch.optim.Optimizer
-    backend: Backend
-    pipeline: DataPipeline | None = None
-
-
-def build_components(cfg: Config, dist: DistInfo) -> Components:
-    model = prepare_network(build_model(cfg.model).to(dist.device), cfg.train)
-    pipeline = build_pipeline(cfg, dist, input_style(cfg.model))
-    loss = build_loss(cfg.loss, pipeline.num_train_classes, cfg.model.embedding_size).to(dist.device)
-    learner = MetricLearner(model, loss, amp_dtype(cfg.train.amp), cfg.train.channels_last)
-    optimizer = build_optimizer(param_groups(model, loss, cfg.optim), cfg.optim)
-    backend = build_backend(cfg, learner, optimizer, dist.device)
-    return Components(model, loss, learner, optimizer, backend, pipeline)
 
 
 class Preempted(Exception):
@@ -119,13 +84,10 @@ class Trainer:
         steps = self.pipeline.steps_per_epoch if self.pipeline is not None else 0
         self.monitor = RunMonitor(self.run, is_main(), cfg.train.progress,
                                   resume_epoch=self.start_epoch,
-                                  resume_step=self.start_epoch * steps + self.start_step)
-        self.probe = None
-        # Under ZeRO-3 every rank runs the probe's forwards (each is a collective); rank 0 logs.
-        if ((is_main() or self.backend.collective_forward) and cfg.monitor.sample_size
-                and self.pipeline is not None):
-            self.probe = EmbeddingProbe(self.pipeline.data.query, self.pipeline.eval_transform,
-                                        cfg.monitor.sample_size, cfg.train.seed)
+                                  resume_step=self.start_epoch * steps + self.start_step,
+                                  resumed_row=self.state.row)
+        self.validator = Validator(cfg, self.model, self.loss, self.backend, self.pipeline,
+                                   self.device, self.run, self.monitor)
         if is_main():
             self.run.record_config(cfg, self.start_epoch, self.start_step, changes)
 
@@ -211,7 +173,7 @@ class Trainer:
             signum = stop.agreed(self.device)
             # A stop after the epoch's last step waits for the epoch's end (and its checkpoint).
             if (signum or self.checkpoints.due(global_step)) and step + 1 < steps:
-                totals, sums, counted = _merge(totals, sums, counted), {}, 0
+                totals, sums, counted = merge_totals(totals, sums, counted), {}, 0
                 self._save(epoch, step + 1, totals, improved=False)
                 if signum:
                     raise Preempted(signum, epoch, step + 1, self.checkpoints.last_good)
@@ -219,67 +181,8 @@ class Trainer:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
         bar.close()
-        totals = _merge(totals, sums, counted)
-        denominator = max(totals.pop("_steps", 0.0), 1.0)
-        metrics = {f"train/{k}": v / denominator for k, v in totals.items()}
-        metrics["perf/images_per_s"] = sum(all_gather_object(images_seen)) / max(elapsed, 1e-9)
-        metrics["perf/train_s"] = elapsed
-        metrics["train/skipped_steps"] = float(skipped)
-        if self.device.type == "cuda":
-            metrics["perf/gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-        return metrics
-
-    def evaluate(self) -> dict[str, float]:
-        """``eval/`` metrics of the evaluation split and, with ``data.val_classes``, ``val/``
-        metrics of the held-out training classes, scored the same way."""
-        # Embeddings and per-query ranks are kept for the retrieval pictures.
-        cfg = self.cfg.eval
-        dtype = amp_dtype(cfg.amp, self.device)
-        emb = self.eval_embeddings = embed_eval_data(self.model, self.pipeline, self.device, dtype,
-                                                     self.backend.collective_forward)
-        self.eval_stats = rank(emb, cfg)
-        results = {f"eval/{name}": v
-                   for name, v in summarize(self.eval_stats, cfg.ks, cfg.map_at_r).items()}
-        val = self.pipeline.data.val
-        if val is not None:
-            queries = EvalEmbeddings(*embed_split(self.model, self.pipeline, val, self.device,
-                                                  dtype, self.backend.collective_forward))
-            results.update({f"val/{name}": v for name, v in score(queries, cfg).items()})
-        return results
-
-    @property
-    def selection_key(self) -> str:
-        """The metric ``best.pt`` is chosen on: R@(first k) of the validation classes when there
-        are any, else of the evaluation split (the reference implementation's choice)."""
-        split = "val" if self.cfg.data.val_classes is not None else "eval"
-        return f"{split}/R@{self.cfg.eval.ks[0]}"
-
-    def _diagnostics(self, epoch: int, improved: bool) -> dict[str, float]:
-        """Similarity histograms and retrieval pictures every evaluation; the projector at a new
-        best epoch. Returns the pictures' wall time (``perf/pictures_s``, rank 0), so a run shows
-        what they cost next to ``perf/train_s`` and ``perf/eval_s``."""
-        step = (epoch + 1) * self.pipeline.steps_per_epoch
-        timing = {}
-        if is_main() and self.cfg.monitor.retrieval_queries:
-            started = time.perf_counter()
-            pictures = training_pictures(self.eval_embeddings, self.eval_stats, self.pipeline.data,
-                                         self.cfg.monitor.retrieval_queries, self.cfg.train.seed,
-                                         self.run.retrieval_pictures(epoch + 1))
-            for tag, image in pictures.items():
-                self.monitor.image(tag, image, step)
-            timing["perf/pictures_s"] = time.perf_counter() - started
-        if self.probe is None:
-            return timing
-        embeddings = self.probe.embed(self.model, self.device)
-        self.monitor.histogram("similarity/intra_class",
-                               intra_class_similarities(embeddings, self.probe.labels), step)
-        if self.loss.proxies is not None:
-            with self.backend.full_parameters([self.loss.proxies]):
-                similarities = proxy_similarities(self.loss.proxies)
-            self.monitor.histogram("similarity/proxy_proxy", similarities, step)
-        if improved and self.cfg.monitor.projector:
-            self.monitor.projector(embeddings, self.probe.labels, self.probe.thumbnails(), step)
-        return timing
+        return epoch_metrics(merge_totals(totals, sums, counted), sum(all_gather_object(images_seen)),
+                             elapsed, skipped, self.device)
 
     def fit(self) -> dict[str, float]:
         # rcdml-train installed the handlers already; a library caller gets them for the fit.
@@ -304,12 +207,13 @@ class Trainer:
         if cfg.eval.at_start and self.start_epoch == 0 and self.start_step == 0:
             # The untrained network, so every curve starts where training did (a resumed run
             # logged it already).
-            self.monitor.log_epoch({"epoch": 0, **self.evaluate()}, step=0)
-            self._diagnostics(-1, improved=False)
+            result = self.validator.validate()
+            self.monitor.log_epoch({"epoch": 0, **result.metrics}, step=0)
+            self.validator.diagnostics(result, -1, improved=False)
         if self.start_epoch >= cfg.train.epochs:
             self.monitor.print(f"nothing to train: the checkpoint already holds {self.start_epoch} "
                                f"epochs (train.epochs={cfg.train.epochs})")
-            final = self.evaluate()
+            final = self.validator.validate().metrics
         # A stop requested while the run was starting (data checks, model build).
         self._stop_at(self.start_epoch, self.start_step)
         for epoch in range(self.start_epoch, cfg.train.epochs):
@@ -321,73 +225,21 @@ class Trainer:
             self.scheduler.step()
             improved = False
             if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == cfg.train.epochs:
-                evaluated = time.perf_counter()
-                final = self.evaluate()
-                metrics.update(final)
-                metrics["perf/eval_s"] = time.perf_counter() - evaluated
-                key = self.selection_key
-                if final[key] > self.state.best["metric"]:
-                    self.state.best = {"metric": final[key], "epoch": epoch + 1, "key": key}
-                    improved = True
-                metrics.update(self._diagnostics(epoch, improved))
-            # The row first: a resume from the previous checkpoint drops it and logs the epoch
-            # again, while a row written after the checkpoint would be lost to a crash between.
+                final, logged, best = self.validator.at_epoch(epoch, self.state.best)
+                metrics.update(logged)
+                if best is not None:
+                    self.state.best, improved = best, True
+            # The checkpoint carries the epoch's row: a resume restores it if a crash came first.
+            self._save(epoch + 1, 0, {}, improved, row=metrics)
             self.monitor.log_epoch(metrics, step=(epoch + 1) * steps)
-            self._save(epoch + 1, 0, {}, improved)
             if epoch + 1 < cfg.train.epochs:
                 self._stop_at(epoch + 1, 0)
-        self.monitor.hparams(_flat_hparams(to_dict(cfg)), final)
-        self.monitor.print("final: " + " ".join(f"{k} {v:.4f}" for k, v in final.items())
-                           + f" (best {self.selection_key} {self.state.best['metric']:.4f} at "
-                           f"epoch {self.state.best['epoch']})")
-        if is_main():
-            rows = read_rows(self.monitor.metrics_path)
-            self.monitor.print(run_summary(
-                rows, final, self.state.best, cfg.train.epochs, self._baseline(),
-                time.perf_counter() - started, self.run,
-                [p for p in (self.run.last, self.run.best) if os.path.exists(p)]))
-            self.run.write_summary(selected_and_last(rows, self.state.best, cfg.train.epochs,
-                                                     self.selection_key))
+        self.validator.report(final, self.state.best, time.perf_counter() - started)
         return final
 
-    def _save(self, epoch: int, step: int, totals: dict[str, float], improved: bool) -> None:
+    def _save(self, epoch: int, step: int, totals: dict[str, float], improved: bool,
+              row: dict[str, Any] | None = None) -> None:
         self.state.epoch, self.state.step, self.state.epoch_totals = epoch, step, totals
+        self.state.row = row or {}
         self.checkpoints.save(self.state, self.scheduler, improved)
 
-    def _baseline(self) -> dict[str, float]:
-        """Cosine retrieval on the dataset's recorded raw features, which describe its default
-        evaluation split only."""
-        read = dataset_spec(self.cfg.data.name).baseline
-        if read is None or self.cfg.data.eval_classes is not None:
-            return {}
-        found = read(self.cfg.data.root)
-        if found is None:
-            return {}
-        features, labels = found
-        return retrieval_metrics(torch.from_numpy(features), torch.from_numpy(labels),
-                                 self.cfg.eval.ks, with_map=self.cfg.eval.map_at_r)
-
-
-def _merge(totals: dict[str, float], sums: dict[str, torch.Tensor], counted: int) -> dict[str, float]:
-    """Host-side running loss sums of the epoch (one sync), with the step count as ``_steps``."""
-    merged = dict(totals)
-    values = torch.stack(list(sums.values())).tolist() if sums else []
-    for name, value in zip(sums, values):
-        merged[name] = merged.get(name, 0.0) + value
-    merged["_steps"] = merged.get("_steps", 0.0) + counted
-    return merged
-
-
-def _flat_hparams(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {"section.key": scalar} with lists shown as strings (TensorBoard hparams
-    take scalars only)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat_hparams(value, f"{name}."))
-        elif isinstance(value, (int, float, str, bool)):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat

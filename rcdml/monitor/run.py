@@ -9,6 +9,8 @@ import os
 import sys
 from typing import Any
 
+import torch
+
 from rcdml.io import atomic_write_text
 from rcdml.log import get_logger
 from rcdml.rundir import RunDir
@@ -24,7 +26,8 @@ class _Silent:
 
 class RunMonitor:
     def __init__(self, run: RunDir, enabled: bool, progress: bool = True,
-                 resume_epoch: int = 0, resume_step: int = 0) -> None:
+                 resume_epoch: int = 0, resume_step: int = 0,
+                 resumed_row: dict[str, Any] | None = None) -> None:
         self.enabled = enabled
         self.show_progress = progress and enabled
         self.metrics_path = run.metrics
@@ -33,37 +36,45 @@ class RunMonitor:
             return
         os.makedirs(run.output_dir, exist_ok=True)
         # A fresh start (no checkpoint) keeps no row, not even a stale epoch-0 evaluation.
-        self._truncate_metrics(resume_epoch if resume_epoch or resume_step else -1)
+        self._truncate_metrics(resume_epoch if resume_epoch or resume_step else -1, resumed_row)
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step drops events a crashed run wrote after its last checkpoint.
         self.writer = SummaryWriter(run.tensorboard,
                                     purge_step=resume_step if resume_step else None)
 
-    def _truncate_metrics(self, resume_epoch: int) -> None:
+    def _truncate_metrics(self, resume_epoch: int, resumed_row: dict[str, Any] | None) -> None:
         """Keep exactly the rows of the epochs the resumed checkpoint contains. A line cut short
         by a crash, or rows of epochs after the checkpoint (written before it was lost), are
-        dropped with a warning instead of stopping every later resume."""
-        if not os.path.exists(self.metrics_path):
-            return
-        kept, partial, newer = [], 0, 0
-        with open(self.metrics_path) as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    epoch = json.loads(line)["epoch"]
-                except (ValueError, KeyError, TypeError):
-                    partial += 1
-                    continue
-                if epoch <= resume_epoch:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-                else:
-                    newer += 1
+        dropped with a warning instead of stopping every later resume; the checkpoint's own
+        epoch row (``resumed_row``), lost to a crash just after the checkpoint, is restored."""
+        kept, partial, newer, epochs = [], 0, 0, set()
+        lines: list[str] = []
+        if os.path.exists(self.metrics_path):
+            with open(self.metrics_path) as f:
+                lines = f.readlines()
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                epoch = json.loads(line)["epoch"]
+            except (ValueError, KeyError, TypeError):
+                partial += 1
+                continue
+            if epoch <= resume_epoch:
+                kept.append(line if line.endswith("\n") else line + "\n")
+                epochs.add(epoch)
+            else:
+                newer += 1
         if partial or newer:
             log.warning(f"warning: {self.metrics_path}: dropped {partial} unreadable line(s) and "
                         f"{newer} row(s) after epoch {resume_epoch}, the resumed checkpoint's position")
-        atomic_write_text(self.metrics_path, "".join(kept))
+        if resumed_row and resumed_row.get("epoch") == resume_epoch and resume_epoch not in epochs:
+            log.warning(f"warning: {self.metrics_path}: restored the row of epoch {resume_epoch} "
+                        "from the checkpoint (the run stopped before writing it)")
+            kept.append(json.dumps(resumed_row) + "\n")
+        if lines or kept:
+            atomic_write_text(self.metrics_path, "".join(kept))
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is None:
@@ -121,3 +132,18 @@ class RunMonitor:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def epoch_metrics(totals: dict[str, float], images: int, elapsed: float, skipped: int,
+                  device: torch.device) -> dict[str, float]:
+    """An epoch's ``train/`` means (of ``totals``: loss sums and ``_steps``, their step count)
+    and ``perf/`` numbers (``images`` trained on by every rank in ``elapsed`` seconds)."""
+    totals = dict(totals)
+    denominator = max(totals.pop("_steps", 0.0), 1.0)
+    metrics = {f"train/{k}": v / denominator for k, v in totals.items()}
+    metrics["perf/images_per_s"] = images / max(elapsed, 1e-9)
+    metrics["perf/train_s"] = elapsed
+    metrics["train/skipped_steps"] = float(skipped)
+    if device.type == "cuda":
+        metrics["perf/gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return metrics

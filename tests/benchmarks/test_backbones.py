@@ -2,11 +2,16 @@
 (channels_last for convolutional backbones only), ratios against eager."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
 
 from conftest import ROOT
+
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
 
 SCRIPT = os.path.join(ROOT, "benchmarks", "backbones.py")
 

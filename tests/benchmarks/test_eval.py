@@ -2,12 +2,17 @@
 with ratios against AccuracyCalculator, and the same R@1 from every method."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import re
 import subprocess
 import sys
 
 from conftest import ROOT
+
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
 
 SCRIPT = os.path.join(ROOT, "benchmarks", "eval.py")
 METHODS = ["rcdml R@K", "rcdml R@K+MAP@R+RP", "brute force R@K", "PML p@1", "PML p@1+MAP@R+RP"]

@@ -9,6 +9,8 @@ import sys
 import tarfile
 import zipfile
 
+import pytest
+
 from conftest import ROOT, load_worker
 
 gpu_check = load_worker(os.path.join(ROOT, "benchmarks", "gpu_check.py"))
@@ -36,6 +38,7 @@ def tiny_wheel(folder) -> None:
             wheel.writestr(name, text)
 
 
+@pytest.mark.slow  # the whole dry run: processes, installs, training
 def test_dry_run_follows_the_device_limits(tmp_path):
     tiny_wheel(tmp_path / "wheels")
     bin_dir = tmp_path / "bin"

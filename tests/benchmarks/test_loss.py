@@ -1,12 +1,17 @@
 """benchmarks/loss.py runs end to end in its smoke mode and prints the table and the ratios."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import re
 import subprocess
 import sys
 
 from conftest import ROOT
+
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
 
 SCRIPT = os.path.join(ROOT, "benchmarks", "loss.py")
 METHODS = ["rcdml", "rcdml keep", "loop (reference)", "PML ProxyAnchor"]

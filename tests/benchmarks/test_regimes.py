@@ -3,12 +3,17 @@ Omniglot runs, a generated REGIMES table, and reuse of finished runs, also from 
 their run directories are gone."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import shutil
 import subprocess
 import sys
 
 from conftest import ROOT
+
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
 
 
 def test_smoke_regimes_table(omniglot_root, tmp_path):

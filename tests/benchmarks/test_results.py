@@ -1,11 +1,16 @@
 """benchmarks/results.py in its smoke mode: real Omniglot runs, a generated RESULTS table."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
 
 from conftest import ROOT
+
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
 
 
 def test_smoke_results_table(omniglot_root, tmp_path):

@@ -2,6 +2,8 @@
 faiss flat, exact methods at recall 1; its recall is the overlap of the top-10 lists."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import re
 import subprocess
@@ -14,6 +16,7 @@ from conftest import ROOT, load_worker
 SCRIPT = os.path.join(ROOT, "benchmarks", "search.py")
 
 
+@pytest.mark.slow
 def test_smoke_run_prints_a_table_with_ratios():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--threads", "1"],

@@ -11,6 +11,9 @@ import pytest
 from rcdml.cli import embed
 from rcdml.deploy.store import parse_items
 
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 
 def embed_into(digits_run, out, *extra: str) -> int:
     run_dir, _, _ = digits_run

@@ -15,6 +15,9 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from rcdml.cli.evaluate import main
 from rcdml.eval import retrieval_metrics
 
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "launch", "train.py")
 EVALUATE = os.path.join(ROOT, "launch", "evaluate.py")

@@ -45,6 +45,7 @@ def _sop(root, image_writer, corrupt: bool = False, missing: bool = False) -> di
     return bad
 
 
+@pytest.mark.slow
 def test_ready_dataset_prints_counts_and_exits_0(tmp_path, image_writer, capsys):
     _sop(tmp_path, image_writer)
     assert main(["sop", "--root", str(tmp_path)]) == 0
@@ -53,6 +54,7 @@ def test_ready_dataset_prints_counts_and_exits_0(tmp_path, image_writer, capsys)
     assert "all 6 images readable (check: decode)" in out
 
 
+@pytest.mark.slow
 def test_corrupt_jpeg_and_missing_file_are_named(tmp_path, image_writer, capsys):
     bad = _sop(tmp_path, image_writer, corrupt=True, missing=True)
     assert main(["sop", "--root", str(tmp_path)]) == 1
@@ -66,12 +68,14 @@ def test_corrupt_jpeg_and_missing_file_are_named(tmp_path, image_writer, capsys)
     assert bad["missing"] in err and bad["corrupt"] not in err
 
 
+@pytest.mark.slow
 def test_missing_layout_says_what_to_download(tmp_path, capsys):
     assert main(["cars", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "cars_annos.mat" in err and "car_ims.tgz" in err and "https://" in err
 
 
+@pytest.mark.slow
 def test_bad_class_split_exits_2(tmp_path, image_writer, capsys):
     _sop(tmp_path, image_writer)
     assert main(["sop", "--root", str(tmp_path), "--train-classes", "1-9"]) == 2

@@ -15,6 +15,9 @@ from rcdml.cli import evaluate, export, index, search
 from rcdml.monitor.pictures import cell_size
 from runs import ROOT, metrics
 
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 EMBED = os.path.join(ROOT, "launch", "embed.py")
 
 

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "launch", "train.py")
 DIGITS = os.path.join(ROOT, "configs", "digits.yaml")

@@ -70,6 +70,7 @@ def test_ablations_share_the_omniglot_recipe():
                                                                base.optim)
 
 
+@pytest.mark.slow
 def test_pa_only_ablation_trains_end_to_end(tmp_path, omniglot_root):
     run = tmp_path / "run"
     result = subprocess.run(

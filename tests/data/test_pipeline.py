@@ -110,6 +110,7 @@ def test_auto_loader_is_dali_on_gpu_and_torch_on_cpu():
     assert choose_loader("torch", torch.device("cuda", 0)) == "torch"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", LOADERS)
 def test_short_training_run_on_omniglot(omniglot_root, tmp_path, loader):
     """launch/train.py with configs/omniglot.yaml, shrunk to 16 training and 16 evaluation

@@ -92,6 +92,7 @@ def _single_process_indices(root: str, index_colors) -> list[list[int]]:
             for images, _ in pipe.train_loader(0)]
 
 
+@pytest.mark.slow
 def test_world_size_2_ranks_share_global_batches_and_resume(torchrun, tmp_path, folder_dataset,
                                                             index_colors):
     pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install 'rcdml[dali]')")

@@ -2,6 +2,8 @@
 and a backward that sums every rank's gradient into each rank's slice."""
 from __future__ import annotations
 
+import pytest
+
 import os
 
 import torch
@@ -21,6 +23,7 @@ def test_single_process_gathers_are_the_identity():
     assert gx is x and gy is y
 
 
+@pytest.mark.slow
 def test_uneven_gather_and_summed_gradient():
     result = run_torchrun(WORKER, 3)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -2,6 +2,8 @@
 NCCL's timeout reporting defaults leave a user's settings alone."""
 from __future__ import annotations
 
+import pytest
+
 import os
 
 import torch.distributed as dist
@@ -18,6 +20,7 @@ def test_dist_error_types_are_timeouts_and_other_errors_are_not():
     assert not watchdog.is_collective_timeout(ValueError("Timed out waiting"))
 
 
+@pytest.mark.slow
 def test_real_gloo_timeouts_are_recognised():
     result = run_torchrun(os.path.join(ROOT, "tests", "distributed", "dist_worker_watchdog.py"), 2,
                           timeout=120)

@@ -17,8 +17,9 @@ import torch
 import yaml
 from torch import nn
 
+from rcdml.checkpoint_file import read_checkpoint, write_checkpoint
 from rcdml.config.schema import Config, LossConfig, OptimConfig
-from rcdml.distributed import DistInfo, get_rank, get_world_size, init_distributed, shutdown
+from rcdml.distributed import DistInfo, barrier, get_rank, get_world_size, init_distributed, shutdown
 from rcdml.engine.backends import build_backend
 from rcdml.engine.learner import MetricLearner
 from rcdml.engine.optim import build_optimizer, param_groups
@@ -133,13 +134,20 @@ def run_one(run: str, out_dir: str, info: DistInfo) -> None:
     torch.save(result["final"]["loss.proxies"], os.path.join(out_dir, f"{name}.proxies{get_rank()}.pt"))
     if run.startswith("deepspeed"):
         path = os.path.join(out_dir, f"{name}.ckpt.pt")
-        backend.save(path, {"epoch": 3, "scheduler": scheduler.state_dict()})
+        # What CheckpointManager.save and .resume do with the backend's part of a checkpoint.
+        content = {"epoch": 3, "scheduler": scheduler.state_dict(), **backend.save_state(path)}
+        if get_rank() == 0:
+            write_checkpoint(content, path)
+            backend.after_save(path)
+        barrier()
         train_step(trainer, 1, 3)
         result["continued"] = params(learner)
         trainer2 = build(run, 1, out_dir, info)
-        state = trainer2.backend.load(path)
+        state = read_checkpoint(path)
+        trainer2.backend.load_state(path, state)
         trainer2.scheduler.load_state_dict(state["scheduler"])
-        result["resumed_state"] = {k: v for k, v in state.items() if k != "scheduler"}
+        result["resumed_state"] = {k: v for k, v in state.items()
+                                   if k not in ("scheduler", "model", "loss", "deepspeed")}
         result["resumed_lrs"] = [g["lr"] for g in trainer2.backend.optimizer.param_groups]
         trainer2._set_phase(1, None)
         train_step(trainer2, 1, 3)

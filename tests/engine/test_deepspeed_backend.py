@@ -91,6 +91,7 @@ def test_deepspeed_config_needs_the_deepspeed_backend(tmp_path):
         check_training(run_cfg(f"train.deepspeed_config={tmp_path / 'missing.yaml'}"))
 
 
+@pytest.mark.slow
 def test_contradictory_batch_size_exits_2_naming_both_keys(tmp_path):
     path = write_ds(tmp_path, {"zero_optimization": {"stage": 2}, "train_batch_size": 64})
     result = subprocess.run([sys.executable, TRAIN, DIGITS, "train.backend=deepspeed",
@@ -123,6 +124,7 @@ def backbone_keys(result: dict) -> list[str]:
     return [k for k in result["init"] if k.startswith("model.backbone.")]
 
 
+@pytest.mark.slow
 def test_ddp_reference_clips_and_freezes(steps):
     """The reference exercises what must match: clipping binds at every step and warm-up leaves
     the backbone untouched."""
@@ -133,6 +135,7 @@ def test_ddp_reference_clips_and_freezes(steps):
     assert not torch.equal(ddp["init"]["model.head.weight"], ddp["after_warmup"]["model.head.weight"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", FP32_STAGES)
 def test_zero_stage_matches_ddp_step_for_step(steps, stage):
     ddp, ds = steps("ddp:-:none"), steps(f"deepspeed:{stage}:none")
@@ -145,12 +148,14 @@ def test_zero_stage_matches_ddp_step_for_step(steps, stage):
     assert ds["lrs"] == pytest.approx([0.005, 0.005, 0.05]), "the per-epoch schedule drives DeepSpeed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", [f"deepspeed:{s}:none" for s in FP32_STAGES]
                          + [f"deepspeed:{s}:bf16" for s in BF16_STAGES] + ["ddp:-:none"])
 def test_proxies_bit_identical_across_ranks(steps, run):
     assert torch.equal(steps(run, ".proxies0"), steps(run, ".proxies1"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", [f"deepspeed:{s}:none" for s in FP32_STAGES]
                          + [f"deepspeed:{s}:bf16" for s in BF16_STAGES])
 def test_resume_from_sharded_checkpoint_is_exact(steps, run):
@@ -163,6 +168,7 @@ def test_resume_from_sharded_checkpoint_is_exact(steps, run):
     assert ds["resumed_state"] == {"epoch": 3}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", [f"deepspeed:{s}:none" for s in FP32_STAGES]
                          + [f"deepspeed:{s}:bf16" for s in BF16_STAGES])
 def test_consolidated_file_holds_fp32_master_weights(steps, run):
@@ -178,6 +184,7 @@ def test_consolidated_file_holds_fp32_master_weights(steps, run):
         assert torch.equal(weights[key].to(low).float(), live), key
 
 
+@pytest.mark.slow
 def test_single_process_equals_two_ranks(steps, tmp_path):
     """Without torchrun the backend makes DeepSpeed its own world of one; one process on the
     global batch takes the steps of two DDP ranks."""
@@ -196,6 +203,7 @@ def test_single_process_equals_two_ranks(steps, tmp_path):
         assert torch.equal(single["continued"][key], single["resumed"][key]), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", BF16_STAGES)
 def test_bf16_keeps_the_loss_in_fp32(steps, stage):
     ddp, ds = steps("ddp:-:none"), steps(f"deepspeed:{stage}:bf16")
@@ -218,6 +226,7 @@ def metrics(run_dir) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_digits_trains_resumes_and_evaluates_like_ddp(tmp_path):
     """ZeRO-2 for one epoch, resumed for a second, against two DDP epochs; then launch/evaluate.py
     reads the checkpoint with DeepSpeed hidden."""
@@ -259,6 +268,7 @@ def test_digits_trains_resumes_and_evaluates_like_ddp(tmp_path):
     assert scores["metrics"]["R@1"] == pytest.approx(ds_rows[best_epoch - 1]["eval/R@1"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_zero3_evaluates_and_probes_on_two_ranks(tmp_path):
     """ZeRO-3 with every parameter sharded: each forward is a collective, so evaluation with
     uneven batch counts (448 and 449 images in batches of 7: 64 and 65 forwards) and the

@@ -2,6 +2,8 @@
 checkpoint, a stalled rank, a non-finite loss."""
 from __future__ import annotations
 
+import pytest
+
 import itertools
 import math
 import os
@@ -14,6 +16,9 @@ from rcdml.losses import RCDMLLoss
 
 from runs import (TRAIN, assert_same_params, checkpoint_position, fast, metrics, start, train,
                   wait_for, worker_pids)
+
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
 
 
 def torchrun_cmd(nproc: int, *args: str, restarts: int = 0) -> list[str]:

@@ -50,6 +50,7 @@ def one_line(capsys, code: int, main, argv) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_new_run_into_a_finished_run_is_refused(finished, capsys):
     tmp, run, before = finished
     line = one_line(capsys, 2, train_main, fast(tmp, "run", "train.epochs=1", "train.seed=7"))
@@ -60,6 +61,7 @@ def test_new_run_into_a_finished_run_is_refused(finished, capsys):
     assert hashes(run) == before
 
 
+@pytest.mark.slow
 def test_overwrite_moves_the_old_run_aside(finished, capsys):
     """The move happens before any model work; a bad pretrained file then stops the new run
     before it trains, which keeps the test fast."""
@@ -75,6 +77,7 @@ def test_overwrite_moves_the_old_run_aside(finished, capsys):
     assert sorted(p.name for p in copy.iterdir()) == [".lock"]
 
 
+@pytest.mark.slow
 def test_locked_directory_refuses_a_second_run_while_the_first_resumes_honestly(finished):
     """Two runs on one directory; crash leftovers; a partial metrics line; a changed lr."""
     tmp, run, before = finished
@@ -107,6 +110,7 @@ def test_locked_directory_refuses_a_second_run_while_the_first_resumes_honestly(
     assert history[-1]["changes"]["optim.lr"] == [0.0001, 0.01] and history[-1]["epoch"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, named", [
     ("model.pooling=avg", "model.pooling 'avg+max' -> 'avg'"),
     ("train.batch_size=32", "train.batch_size 40 -> 32"),
@@ -136,6 +140,7 @@ YAML_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, message", [
     (lambda t: ["optim.lr=.nan"], "optim.lr: nan is not a finite number"),
     (lambda t: ["loss.margin=.inf"], "loss.margin: inf is not a finite number"),
@@ -175,6 +180,7 @@ def test_output_dir_not_writable(tmp_path, monkeypatch):
         check_output_dir(str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_evaluating_an_empty_file_is_one_line_exit_2(finished, capsys):
     tmp, run, before = finished
     (tmp / "empty.pt").write_bytes(b"")
@@ -183,6 +189,7 @@ def test_evaluating_an_empty_file_is_one_line_exit_2(finished, capsys):
     assert "empty file (0 bytes)" in line
 
 
+@pytest.mark.slow
 def test_sigint_stops_at_a_step_with_a_checkpoint(tmp_path, monkeypatch, capsys):
     original = RCDMLLoss.forward
     calls = itertools.count(1)
@@ -204,6 +211,7 @@ def torchrun_cmd(*args: str) -> list[str]:
             TRAIN, *args]
 
 
+@pytest.mark.slow
 def test_sigterm_to_two_ranks_stops_both_mid_epoch_and_resumes_exactly(tmp_path):
     common = ("train.epochs=1", "train.checkpoint_every_steps=3")
     straight = start(torchrun_cmd(*fast(tmp_path, "straight", *common)), tmp_path / "straight.log")

@@ -15,6 +15,9 @@ from rcdml.eval.metrics import retrieval_metrics
 from runs import (TRAIN, assert_ddp_equals_one_process, assert_same_params, fast, metrics,
                   start, train, wait_for)
 
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 
 def test_run_directory_holds_everything(tmp_path):
     out = train(*fast(tmp_path, "run", "train.epochs=2", "train.warmup_epochs=1",

@@ -26,6 +26,7 @@ def test_single_process_equals_brute_force(kind, brute_force):
     assert sorted(seen) == list(range(len(case["query"]) + len(case.get("gallery", []))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", [2, 3])
 def test_distributed_equals_single_process_and_embeds_each_image_once(world, torchrun, tmp_path):
     result = torchrun(WORKER, world, [str(tmp_path)])

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from runs import TRAIN, fast, free_port, metrics, start
+
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
 
 
 def test_two_nodes_train_together(tmp_path):

@@ -9,6 +9,9 @@ import pytest
 
 from conftest import ROOT
 
+# Every test here starts processes (training, torchrun, a command line): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 SLURM = os.path.join(ROOT, "launch", "slurm")
 SLURM_ENV = {"SLURM_NNODES": "2", "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu-a,gpu-b",
              "SLURM_SUBMIT_DIR": ROOT, "RCDML_DRY_RUN": "1", "PATH": "/usr/bin:/bin"}

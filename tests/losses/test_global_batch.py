@@ -63,6 +63,7 @@ def assert_close(actual, expected, what: str) -> None:
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=atol, msg=what)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_ranks_train_like_one_process_on_the_global_batch(world_size, single_process, tmp_path):
     worker, reference = single_process

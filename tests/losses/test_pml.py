@@ -130,6 +130,7 @@ def test_proxies_are_exposed_through_the_loss_contract(name):
     assert loss.proxies is inner and (inner is not None) == (name in ("proxy_anchor", "proxy_nca"))
 
 
+@pytest.mark.slow
 def test_training_without_pytorch_metric_learning(tmp_path):
     """Without the package rcdml imports and builds RCDML; a baseline is a one-line config error."""
     blocked = tmp_path / "blocked" / "pytorch_metric_learning"

@@ -113,6 +113,7 @@ def test_config_errors_name_the_key(overrides, message):
 COMPILED = ("train.compile=true", "train.compile_backend=aot_eager")
 
 
+@pytest.mark.slow
 def test_tiny_vit_trains_and_two_compiled_checkpointed_ranks_equal_one_eager_process(tmp_path):
     """With layer decay, and a warm-up epoch (backbone frozen, then trained)."""
     vit = [*TINY_VIT, "model.pooling=avg+cls", "optim.layer_decay=0.75", "train.warmup_epochs=1"]
@@ -120,6 +121,7 @@ def test_tiny_vit_trains_and_two_compiled_checkpointed_ranks_equal_one_eager_pro
                                   ddp_args=(*COMPILED, "train.grad_checkpointing=true"))
 
 
+@pytest.mark.slow
 def test_timm_resnet_trains_and_two_compiled_channels_last_ranks_equal_one_process(tmp_path):
     assert_ddp_equals_one_process(tmp_path, *TINY_RESNET, "model.pooling=gem",
                                   ddp_args=(*COMPILED, "train.channels_last=true"))

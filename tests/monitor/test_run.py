@@ -28,3 +28,14 @@ def test_resume_keeps_the_rows_of_the_checkpoint_and_the_epoch_0_evaluation(tmp_
     write_rows(tmp_path / "metrics.jsonl", [0, 1, 2])
     RunMonitor(RunDir(str(tmp_path)), True, resume_epoch=1, resume_step=36).close()
     assert epochs(tmp_path / "metrics.jsonl") == [0, 1]
+
+
+def test_resume_restores_the_checkpoints_row_a_crash_lost(tmp_path):
+    write_rows(tmp_path / "metrics.jsonl", [1])
+    row = {"epoch": 2, "eval/R@1": 0.75}
+    RunMonitor(RunDir(str(tmp_path)), True, resume_epoch=2, resume_step=72, resumed_row=row).close()
+    assert epochs(tmp_path / "metrics.jsonl") == [1, 2]
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[1]) == row
+    # Written already: kept as it is, not doubled.
+    RunMonitor(RunDir(str(tmp_path)), True, resume_epoch=2, resume_step=72, resumed_row=row).close()
+    assert epochs(tmp_path / "metrics.jsonl") == [1, 2]
