@@ -65,6 +65,10 @@ def check_output_dir(path: str) -> None:
         raise RunDirError(f"output_dir: {path} is not writable ({existing}: permission denied)")
 
 
+def _file(name: str) -> property:
+    return property(lambda self: self.path(name), doc=f"``output_dir/{name}``")
+
+
 class RunDir:
     """Owns ``output_dir``: its file names, its lock, and the files that describe the run. Every
     method that touches files runs on rank 0 only, or says so."""
@@ -78,47 +82,21 @@ class RunDir:
 
     # -- file names ------------------------------------------------------------------------------
 
-    @property
-    def last(self) -> str:
-        return self.path(LAST)
-
-    @property
-    def prev(self) -> str:
-        return self.path(PREV)
-
-    @property
-    def best(self) -> str:
-        return self.path(BEST)
-
-    @property
-    def metrics(self) -> str:
-        return self.path("metrics.jsonl")
-
-    @property
-    def tensorboard(self) -> str:
-        return self.path("tensorboard")
+    last = _file(LAST)
+    prev = _file(PREV)
+    best = _file(BEST)
+    metrics = _file("metrics.jsonl")
+    tensorboard = _file("tensorboard")
+    config = _file("config.yaml")
+    history = _file("config_history.jsonl")
+    summary = _file("summary.json")
+    lock = _file(".lock")
 
     def retrieval_pictures(self, epoch: int) -> tuple[str, str]:
         """The sample and worst-query pictures of ``epoch``."""
         folder = self.path("retrieval")
         return (os.path.join(folder, f"epoch_{epoch:03d}.png"),
                 os.path.join(folder, f"epoch_{epoch:03d}_worst.png"))
-
-    @property
-    def config(self) -> str:
-        return self.path("config.yaml")
-
-    @property
-    def history(self) -> str:
-        return self.path("config_history.jsonl")
-
-    @property
-    def summary(self) -> str:
-        return self.path("summary.json")
-
-    @property
-    def lock(self) -> str:
-        return self.path(".lock")
 
     # -- ownership -------------------------------------------------------------------------------
 

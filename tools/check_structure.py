@@ -32,13 +32,18 @@ _PICTURE = re.compile(r"^epoch_.*\.png$")
 
 
 def _strings(tree: ast.AST) -> list[str]:
-    """String constants that are not docstrings (f-strings contribute their literal parts)."""
+    """String constants that are not docstrings; an f-string as its text with ``{}`` for each
+    field."""
     docs = {id(node.body[0].value) for node in ast.walk(tree)
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
             and node.body and isinstance(node.body[0], ast.Expr)
             and isinstance(node.body[0].value, ast.Constant)}
-    return [n.value for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+    joined = [n for n in ast.walk(tree) if isinstance(n, ast.JoinedStr)]
+    parts = {id(v) for n in joined for v in n.values}
+    texts = ["".join(v.value if isinstance(v, ast.Constant) else "{}" for v in n.values)
+             for n in joined]
+    return texts + [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+                    and isinstance(n.value, str) and id(n) not in docs | parts]
 
 
 def uses_torch_distributed(tree: ast.AST) -> bool:

@@ -30,7 +30,6 @@ COMMAND = Command(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.cli.common import parse_with_config
@@ -47,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rcdml.deploy.embed import embed_items, list_images, manifest, readable
         from rcdml.deploy.model import load_trained
 
+        configure_logging()
         items = readable("input", list_images("input", args.input), cfg)
         model = load_trained(cfg, args.checkpoint)
     except UserError as e:

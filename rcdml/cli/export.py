@@ -43,11 +43,11 @@ def parity_batch(cfg, input_style: str, count: int) -> torch.Tensor:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.cli.common import parse_with_config
         args, cfg = parse_with_config(ExportArgs, COMMAND, argv)
+        configure_logging()
         if args.format == "onnx":
             try:
                 import onnx  # noqa: F401

@@ -24,13 +24,13 @@ COMMAND = Command(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.deploy.settings import parse_command
 
         source, args = parse_command(IndexArgs, argv, "EMBEDDINGS", "runs/digits/embeddings",
                                      COMMAND)
+        configure_logging()
         from rcdml.deploy.store import read_embeddings
 
         array, items, manifest = read_embeddings("EMBEDDINGS", source)

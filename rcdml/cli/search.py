@@ -84,7 +84,6 @@ def read_index(path: str, manifest: dict):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from rcdml.deploy.settings import parse_command
@@ -94,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         COMMAND)
         if bool(args.query) == bool(args.queries):
             raise ConfigError("query: pass either query=IMAGE_OR_DIR or queries=EMBEDDINGS")
+        configure_logging()
         path, items, manifest = read_folder("INDEX", index_dir, INDEX)
         if args.queries:
             vectors, query, emb_manifest = read_embeddings("queries", args.queries)

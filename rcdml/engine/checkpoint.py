@@ -167,11 +167,12 @@ class CheckpointManager:
         if is_main():
             self._rotate_last()
         barrier()
-        content.update(self.backend.save_state(self.run.last))
+        saved = self.backend.save_state(self.run.last)
+        content.update(saved)
 
         def commit() -> None:
             write_checkpoint(content, self.run.last)
-            self.backend.after_save(self.run.last)
+            self.backend.after_save(self.run.last, saved)
             if improved:
                 self._mark_best()
 

@@ -135,10 +135,10 @@ def run_one(run: str, out_dir: str, info: DistInfo) -> None:
     if run.startswith("deepspeed"):
         path = os.path.join(out_dir, f"{name}.ckpt.pt")
         # What CheckpointManager.save and .resume do with the backend's part of a checkpoint.
-        content = {"epoch": 3, "scheduler": scheduler.state_dict(), **backend.save_state(path)}
+        saved = backend.save_state(path)
         if get_rank() == 0:
-            write_checkpoint(content, path)
-            backend.after_save(path)
+            write_checkpoint({"epoch": 3, "scheduler": scheduler.state_dict(), **saved}, path)
+            backend.after_save(path, saved)
         barrier()
         train_step(trainer, 1, 3)
         result["continued"] = params(learner)

@@ -62,6 +62,15 @@ def damage(path) -> None:
     open(path, "wb").write(bytes(data))
 
 
+def damaged_last(tmp_path) -> bytes:
+    """Two checkpoints, the newest damaged; the bytes of the good prev.pt."""
+    ckpts, backend = manager(tmp_path)
+    save(ckpts, backend, 1.0, epoch=1)
+    save(ckpts, backend, 2.0, epoch=2)
+    damage(tmp_path / "last.pt")
+    return (tmp_path / "prev.pt").read_bytes()
+
+
 def weight(path) -> float:
     return float(read_checkpoint(str(path))["model"]["w"][0])
 
@@ -87,11 +96,7 @@ def test_save_resume_round_trip_reads_the_file_once(tmp_path, monkeypatch):
 
 
 def test_fallback_never_rotates_the_unreadable_last_over_prev(tmp_path):
-    ckpts, backend = manager(tmp_path)
-    save(ckpts, backend, 1.0, epoch=1)
-    save(ckpts, backend, 2.0, epoch=2)
-    damage(tmp_path / "last.pt")
-    good_prev = (tmp_path / "prev.pt").read_bytes()
+    good_prev = damaged_last(tmp_path)
 
     resumed, backend = manager(tmp_path, "train.resume=auto")
     state, said = TrainState(), []
@@ -107,11 +112,7 @@ def test_fallback_never_rotates_the_unreadable_last_over_prev(tmp_path):
 
 
 def test_a_new_process_checks_last_before_rotating_it(tmp_path):
-    ckpts, backend = manager(tmp_path)
-    save(ckpts, backend, 1.0, epoch=1)
-    save(ckpts, backend, 2.0, epoch=2)
-    damage(tmp_path / "last.pt")
-    good_prev = (tmp_path / "prev.pt").read_bytes()
+    good_prev = damaged_last(tmp_path)
     other, backend = manager(tmp_path, f"train.resume={tmp_path / 'prev.pt'}")
     other.resume(TrainState(), False, lambda line: None)
     save(other, backend, 3.0, epoch=2)
@@ -119,10 +120,7 @@ def test_a_new_process_checks_last_before_rotating_it(tmp_path):
 
 
 def test_no_readable_checkpoint_leaves_the_files(tmp_path):
-    ckpts, backend = manager(tmp_path)
-    save(ckpts, backend, 1.0, epoch=1)
-    save(ckpts, backend, 2.0, epoch=2)
-    damage(tmp_path / "last.pt")
+    damaged_last(tmp_path)
     (tmp_path / "prev.pt").write_bytes(b"cut")
     before = {p: p.read_bytes() for p in tmp_path.iterdir()}
     resumed, _ = manager(tmp_path, "train.resume=auto")

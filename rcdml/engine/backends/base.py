@@ -44,8 +44,9 @@ class Backend(ABC):
         ``model`` and ``loss`` (network and proxies, fp32) so evaluation never needs the backend.
         A backend that keeps state beside the file (DeepSpeed's shards) writes it here."""
 
-    def after_save(self, path: str) -> None:
-        """Rank 0, once the file ``path`` is committed: drop what it no longer refers to."""
+    def after_save(self, path: str, saved: dict[str, Any]) -> None:
+        """Rank 0, once the file ``path`` holding ``saved`` (what :meth:`save_state` returned) is
+        committed: drop what it no longer refers to."""
 
     @abstractmethod
     def load_state(self, path: str, ckpt: dict[str, Any]) -> None:

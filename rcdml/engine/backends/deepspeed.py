@@ -45,7 +45,6 @@ class DeepSpeedBackend(Backend):
         self.grad_clip_value = grad_clip_value
         self.engine = None
         self._skip = False
-        self._saved_tag: str | None = None
         # The model parameters of each group, recorded before DeepSpeed swaps in master copies.
         self._group_params = {g["name"]: list(g["params"]) for g in optimizer.param_groups}
         optimizer.register_step_pre_hook(self._before_optimizer_step)
@@ -129,15 +128,14 @@ class DeepSpeedBackend(Backend):
         masters = _unfused_master_weights(engine.optimizer)
         trained = {"model": _fp32_state_dict(self.learner.model, masters),
                    "loss": _fp32_state_dict(self.learner.loss, masters)}
-        self._saved_tag = tag
         meta = {"tag": tag, "world_size": get_world_size(),
                 "zero_stage": int(engine.zero_optimization_stage())}
         return {**trained, "deepspeed": meta}
 
-    def after_save(self, path: str) -> None:
-        folder = _shard_folder(path)
+    def after_save(self, path: str, saved: dict[str, Any]) -> None:
+        folder, tag = _shard_folder(path), saved["deepspeed"]["tag"]
         for old in os.listdir(folder):
-            if old != self._saved_tag and os.path.isdir(os.path.join(folder, old)):
+            if old != tag and os.path.isdir(os.path.join(folder, old)):
                 shutil.rmtree(os.path.join(folder, old))
 
     def load_state(self, path: str, ckpt: dict[str, Any]) -> None:
