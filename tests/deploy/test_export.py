@@ -17,6 +17,8 @@ TINY_VIT = ["model.timm_kwargs={img_size: 64, patch_size: 16, depth: 2, embed_di
             "model.pooling=avg+cls"]
 
 
+# Four exports through the ONNX exporter take minutes of CPU: with the process-starting tests.
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, overrides", [
     ("resnet18", []), ("bn_inception", []), ("timm:vit_tiny_patch16_224", TINY_VIT),
     ("timm:resnet18", ["model.pooling=gem"])])
