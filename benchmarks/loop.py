@@ -41,9 +41,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rcdml.config import load_config  # noqa: E402
 from rcdml.distributed import DistInfo, init_distributed  # noqa: E402
 from rcdml.engine.backends import build_backend  # noqa: E402
-from rcdml.engine.learner import MetricLearner, amp_dtype, prepare_network  # noqa: E402
+from rcdml.engine.learner import MetricLearner, prepare_network  # noqa: E402
 from rcdml.engine.optim import build_optimizer, param_groups  # noqa: E402
-from rcdml.engine.trainer import Components, Trainer  # noqa: E402
+from rcdml.engine.components import Components  # noqa: E402
+from rcdml.engine.trainer import Trainer  # noqa: E402
+from rcdml.eval.embed import amp_dtype  # noqa: E402
 from rcdml.losses import build_loss  # noqa: E402
 from rcdml.models import EmbeddingNet, build_model  # noqa: E402
 

@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               index_dir)
         else:
             query, vectors = query_images(args, manifest, index_dir)
+        index = read_index(path, manifest)
     except UserError as e:
         return config_error(PROG, e)
     from rcdml.deploy.index import configure

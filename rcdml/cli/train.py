@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = parse_config(COMMAND, argv)
         from rcdml.cli.checks import check_training
-        from rcdml.engine.checkpoint import check_output_dir
+        from rcdml.rundir import check_output_dir
 
         # Before anything else: data and model work must not happen for a run that cannot write.
         check_output_dir(cfg.output_dir)

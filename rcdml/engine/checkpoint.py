@@ -33,7 +33,7 @@ from rcdml.distributed import DistInfo, all_gather_object, barrier, is_main, on_
 from rcdml.engine.backends import Backend
 from rcdml.engine.rng import rng_state, set_rng_state
 from rcdml.io import TMP_PREFIX, TMP_SUFFIX
-from rcdml.rundir import RunDir, RunDirError, check_output_dir  # noqa: F401  (train CLI's seam)
+from rcdml.rundir import RunDir, RunDirError
 
 # Keys whose change on resume says nothing about the run (how it was started, not what it does).
 _STARTUP_KEYS = ("train.resume", "train.overwrite")

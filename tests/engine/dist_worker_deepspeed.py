@@ -23,7 +23,8 @@ from rcdml.distributed import DistInfo, barrier, get_rank, get_world_size, init_
 from rcdml.engine.backends import build_backend
 from rcdml.engine.learner import MetricLearner
 from rcdml.engine.optim import build_optimizer, param_groups
-from rcdml.engine.trainer import Components, Trainer
+from rcdml.engine.components import Components
+from rcdml.engine.trainer import Trainer
 from rcdml.losses import build_loss
 from rcdml.models.embedding import EmbeddingNet
 

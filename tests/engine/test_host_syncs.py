@@ -26,7 +26,7 @@ EXPECTED = {
     # every train.log_every_steps
     ("_local_scalar_dense", "rcdml/engine/trainer.py train_epoch"): STEPS // LOG_EVERY,
     # once per epoch: the loss sums (loss and RCDML's four terms, read together)
-    ("tolist", "rcdml/engine/trainer.py _merge"): 1,
+    ("tolist", "rcdml/engine/checkpoint.py merge_totals"): 1,
 }
 
 

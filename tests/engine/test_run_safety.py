@@ -19,7 +19,7 @@ import torch
 
 from rcdml.cli.evaluate import main as eval_main
 from rcdml.cli.train import EXIT_PREEMPTED, main as train_main
-from rcdml.engine.checkpoint import RunDirError, check_output_dir
+from rcdml.rundir import RunDirError, check_output_dir
 from rcdml.losses import RCDMLLoss
 
 from runs import (DIGITS, ENV, TRAIN, assert_same_params, checkpoint_position, fast, metrics,

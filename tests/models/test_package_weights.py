@@ -39,12 +39,12 @@ def _model(*extra: str):
 @needs_package
 def test_package_weights_load_strictly_with_no_path():
     import timm
-    from rcdml.io import load_file
+    from rcdml.checkpoint_file import read_file
     import importlib.resources
 
     entry = PACKAGES[SOURCE.split(":", 1)[1]]
     path = importlib.resources.files(entry.module).joinpath(entry.file)
-    state = load_file(str(path), key="test")
+    state = read_file(str(path), key="test")
     model = _model()
     converted = entry.convert(state, timm.create_model("tf_efficientnet_lite0"))
     # Every key of the file has a counterpart of the same shape (the classifier aside, which the
@@ -105,10 +105,10 @@ def test_converted_network_predicts_car_classes_on_cars_photographs(tmp_path):
     images = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
     entry = PACKAGES[SOURCE.split(":", 1)[1]]
     import importlib.resources
-    from rcdml.io import load_file
+    from rcdml.checkpoint_file import read_file
     from rcdml.models.weights import _load_strict
 
-    state = load_file(str(importlib.resources.files(entry.module).joinpath(entry.file)), key="test")
+    state = read_file(str(importlib.resources.files(entry.module).joinpath(entry.file)), key="test")
     mass = {}
     for arch in ("tf_efficientnet_lite0", "efficientnet_lite0"):
         net = timm.create_model(arch).eval()
