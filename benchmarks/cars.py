@@ -78,7 +78,7 @@ def zero_shot(seed: int, pooled: bool, args) -> dict:
     from rcdml.distributed.env import DistInfo
     from rcdml.eval.retrieval import EvalEmbeddings, embed_eval_data, score
     from rcdml.functional import l2_normalize
-    from rcdml.models import build_model, input_style
+    from rcdml.models import build_model, input_normalization
 
     overrides = [f"data.root={args.root}", f"train.seed={seed}", *(SMOKE if args.smoke else [])]
     print(f"zero-shot seed {seed}{' pooled' if pooled else ''}: {RECIPE} {shlex.join(overrides)}",
@@ -93,7 +93,7 @@ def zero_shot(seed: int, pooled: bool, args) -> dict:
         model.head, model.normalize = nn.Identity(), False
         device = torch.device("cpu")
         pipeline = build_eval_pipeline(cfg, DistInfo(0, 1, 0, device, None),
-                                       input_style(cfg.model))
+                                       input_normalization(cfg.model))
         _POOLED["features"] = embed_eval_data(model, pipeline, device)
     features = _POOLED["features"]
 

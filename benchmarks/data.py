@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rcdml.config import load_config  # noqa: E402
 from rcdml.data import build_pipeline  # noqa: E402
 from rcdml.distributed import DistInfo  # noqa: E402
+from rcdml.models.inputs import normalization  # noqa: E402
 
 LOADERS = [("torch", "torchvision DataLoader"), ("dali", "DALI")]
 
@@ -102,7 +103,8 @@ def measure(root: str, loader: str, args, device: torch.device) -> dict[str, tup
         f"data.image_size={args.image_size}", f"data.resize_size={args.resize_size}",
         f"data.num_workers={args.workers}", f"train.batch_size={args.batch_size}",
         "data.samples_per_class=4", "eval.batch_size=128", "data.check_images=header"])
-    pipe = build_pipeline(cfg, DistInfo(0, 1, device.index or 0, device, None), "imagenet")
+    pipe = build_pipeline(cfg, DistInfo(0, 1, device.index or 0, device, None),
+                          normalization("imagenet"))
     # Training passes are successive epochs, as in a run (the DALI pipeline carries on).
     return {"train": time_passes(pipe.train_loader, device, args.passes),
             "eval": time_passes(lambda _: pipe.eval_loader(pipe.data.query), device, args.passes)}

@@ -28,7 +28,7 @@ COMMAND = Command(
     keys=dataclass_keys(ExportArgs))
 
 
-def parity_batch(cfg, input_style: str, count: int) -> torch.Tensor:
+def parity_batch(cfg, norm, count: int) -> torch.Tensor:
     """The first ``count`` evaluation images of the run's dataset through the evaluation
     transform without its normalisation (the exported model normalises)."""
     from torchvision import transforms as T
@@ -38,7 +38,7 @@ def parity_batch(cfg, input_style: str, count: int) -> torch.Tensor:
     from rcdml.data.transforms import eval_transform
 
     images = read_dataset(cfg.data).query
-    to_unit = T.Compose(eval_transform(cfg.data, input_style).transforms[:-1])
+    to_unit = T.Compose(eval_transform(cfg.data, norm).transforms[:-1])
     return torch.stack([to_unit(load_rgb(p)) for p in images.paths[:count]])
 
 
@@ -57,14 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rcdml.deploy.model import load_trained
 
         model = load_trained(cfg, args.checkpoint)
-        images = parity_batch(cfg, model.input_style, args.parity_images)
+        images = parity_batch(cfg, model.normalization, args.parity_images)
     except UserError as e:
         return config_error(PROG, e)
     from rcdml.deploy.export import (PARITY_TOLERANCE, ServingModel, default_path, export_bytes,
                                      parity)
     from rcdml.io import atomic_write_bytes
 
-    serving = ServingModel(model.network.cpu().float(), model.input_style)
+    serving = ServingModel(model.network.cpu().float(), model.normalization)
     data = export_bytes(serving, images[:2], args.format, args.opset)
     diff = parity(serving, data, args.format, images)
     if not diff <= PARITY_TOLERANCE:

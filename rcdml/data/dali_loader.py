@@ -28,7 +28,7 @@ from rcdml.data.dali_source import EvalSource, TrainSource
 from rcdml.data.datasets.base import ImageList
 from rcdml.data.loader import ImageLoader
 from rcdml.data.sampler import GlobalBatchSampler
-from rcdml.data.transforms import Normalization
+from rcdml.models.inputs import Normalization
 
 _PREFETCH = 2
 _INTERPOLATION = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC,

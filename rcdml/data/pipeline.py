@@ -12,9 +12,10 @@ from rcdml.config import Config, ConfigError, DataConfig
 from rcdml.data.datasets import ImageList, RetrievalData, read_dataset
 from rcdml.data.loader import ImageLoader
 from rcdml.data.sampler import BalancedBatchSampler, GlobalBatchSampler, RandomBatchSampler
-from rcdml.data.transforms import eval_transform, normalization
+from rcdml.data.transforms import eval_transform
 from rcdml.distributed import DistInfo, rank_share
 from rcdml.log import get_logger
+from rcdml.models.inputs import Normalization
 
 log = get_logger(__name__)
 
@@ -53,16 +54,16 @@ class Batches:
         return iter(self.start())
 
 
-def _image_loader(name: str, cfg: Config, dist: DistInfo, input_style: str,
+def _image_loader(name: str, cfg: Config, dist: DistInfo, norm: Normalization,
                   transform: Callable) -> ImageLoader:
     if name == "dali":
         from rcdml.data.dali_loader import DaliLoader
 
-        return DaliLoader(cfg.data, normalization(input_style), dist.device, cfg.train.seed,
+        return DaliLoader(cfg.data, norm, dist.device, cfg.train.seed,
                           cfg.eval.batch_size)
     from rcdml.data.torch_loader import TorchLoader
 
-    return TorchLoader(cfg.data, input_style, transform, cfg.eval.batch_size,
+    return TorchLoader(cfg.data, norm, transform, cfg.eval.batch_size,
                        pin_memory=dist.device.type == "cuda")
 
 
@@ -71,14 +72,14 @@ class EvalPipeline:
 
     _train = False
 
-    def __init__(self, cfg: Config, dist: DistInfo, input_style: str) -> None:
+    def __init__(self, cfg: Config, dist: DistInfo, norm: Normalization) -> None:
         self.cfg = cfg
         self.dist = dist
         self.data: RetrievalData = read_dataset(cfg.data, train=self._train)
         self.loader = choose_loader(cfg.data.loader, dist.device)
         # Also used outside the loaders, e.g. to embed a monitoring sample on rank 0.
-        self.eval_transform = eval_transform(cfg.data, input_style)
-        self.image_loader = _image_loader(self.loader, cfg, dist, input_style, self.eval_transform)
+        self.eval_transform = eval_transform(cfg.data, norm)
+        self.image_loader = _image_loader(self.loader, cfg, dist, norm, self.eval_transform)
         self._setup()
         log.info(self.summary())
 
@@ -134,10 +135,10 @@ class DataPipeline(EvalPipeline):
                        len(self.sampler))
 
 
-def build_pipeline(cfg: Config, dist: DistInfo, input_style: str) -> DataPipeline:
-    return DataPipeline(cfg, dist, input_style)
+def build_pipeline(cfg: Config, dist: DistInfo, norm: Normalization) -> DataPipeline:
+    return DataPipeline(cfg, dist, norm)
 
 
-def build_eval_pipeline(cfg: Config, dist: DistInfo, input_style: str) -> EvalPipeline:
+def build_eval_pipeline(cfg: Config, dist: DistInfo, norm: Normalization) -> EvalPipeline:
     """The data of a command that only embeds the evaluation split (no training images read)."""
-    return EvalPipeline(cfg, dist, input_style)
+    return EvalPipeline(cfg, dist, norm)

@@ -12,6 +12,7 @@ from rcdml.data.image_io import load_rgb
 from rcdml.data.loader import ImageLoader
 from rcdml.data.sampler import GlobalBatchSampler
 from rcdml.data.transforms import TrainTransform
+from rcdml.models.inputs import Normalization
 
 
 class ImageDataset(Dataset):
@@ -42,10 +43,10 @@ class TorchLoader(ImageLoader):
 
     name = "torch"
 
-    def __init__(self, cfg: DataConfig, input_style: str, eval_transform: Callable,
+    def __init__(self, cfg: DataConfig, norm: Normalization, eval_transform: Callable,
                  eval_batch_size: int, pin_memory: bool) -> None:
         self.cfg = cfg
-        self.input_style = input_style
+        self.norm = norm
         self.eval_transform = eval_transform
         self.eval_batch_size = eval_batch_size
         self.pin_memory = pin_memory
@@ -55,7 +56,7 @@ class TorchLoader(ImageLoader):
                       start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._train is None:
             workers = self.cfg.num_workers
-            self._train = DataLoader(ImageDataset(images, TrainTransform(self.cfg, self.input_style)),
+            self._train = DataLoader(ImageDataset(images, TrainTransform(self.cfg, self.norm)),
                                      batch_sampler=sampler, num_workers=workers,
                                      pin_memory=self.pin_memory, persistent_workers=workers > 0)
         return ((x, y) for x, y, _ in self._train)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rcdml.data.transforms import normalization
+from rcdml.models import Normalization, Normalize
 
 # fp32 on CPU: what the exported model must reproduce, at most, in max abs difference.
 PARITY_TOLERANCE = 1e-5
@@ -21,18 +21,16 @@ INPUT, OUTPUT = "images", "embeddings"
 
 
 class ServingModel(nn.Module):
-    """The backbone's input normalisation (channel order, mean, std) followed by the network."""
+    """The network's input normalisation (the pipelines' :class:`Normalize`: channel order, mean,
+    std) followed by the network."""
 
-    def __init__(self, network: nn.Module, input_style: str) -> None:
+    def __init__(self, network: nn.Module, norm: Normalization) -> None:
         super().__init__()
-        norm = normalization(input_style)
+        self.normalize = Normalize(norm)
         self.network = network
-        self.order = [2, 1, 0] if norm.bgr else [0, 1, 2]
-        self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1) / 255.0)
-        self.register_buffer("std", torch.tensor(norm.std).view(1, 3, 1, 1) / 255.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network((images[:, self.order] - self.mean) / self.std)
+        return self.network(self.normalize(images))
 
 
 def export_bytes(model: ServingModel, example: torch.Tensor, fmt: str, opset: int) -> bytes:

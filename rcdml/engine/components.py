@@ -14,7 +14,7 @@ from rcdml.engine.learner import MetricLearner, prepare_network
 from rcdml.engine.optim import build_optimizer, param_groups
 from rcdml.eval.embed import amp_dtype
 from rcdml.losses import GlobalBatchLoss, build_loss
-from rcdml.models import EmbeddingNet, build_model, input_style
+from rcdml.models import EmbeddingNet, build_model, input_normalization
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Components:
 
 def build_components(cfg: Config, dist: DistInfo) -> Components:
     model = prepare_network(build_model(cfg.model).to(dist.device), cfg.train)
-    pipeline = build_pipeline(cfg, dist, input_style(cfg.model))
+    pipeline = build_pipeline(cfg, dist, input_normalization(cfg.model))
     loss = build_loss(cfg.loss, pipeline.num_train_classes, cfg.model.embedding_size).to(dist.device)
     learner = MetricLearner(model, loss, amp_dtype(cfg.train.amp), cfg.train.channels_last)
     optimizer = build_optimizer(param_groups(model, loss, cfg.optim), cfg.optim)

@@ -17,7 +17,7 @@ from rcdml.config import Config
 from rcdml.data import build_eval_pipeline
 from rcdml.distributed import DistInfo
 from rcdml.eval.retrieval import EvalEmbeddings, embed_eval_data, score
-from rcdml.models import build_model, input_style
+from rcdml.models import build_model, input_normalization
 
 
 @dataclass
@@ -45,6 +45,6 @@ def evaluate_checkpoint(cfg: Config, dist: DistInfo, ckpt: dict[str, Any], path:
     """Score ``ckpt`` (from :func:`read_checked_checkpoint`, loaded from ``path``) on ``cfg``'s
     evaluation split, under autocast to ``amp`` (None: full precision)."""
     model = load_model(cfg, ckpt, path).to(dist.device)
-    pipeline = build_eval_pipeline(cfg, dist, input_style(cfg.model))
+    pipeline = build_eval_pipeline(cfg, dist, input_normalization(cfg.model))
     embeddings = embed_eval_data(model, pipeline, dist.device, amp)
     return CheckpointEval(score(embeddings, cfg.eval), embeddings, ckpt.get("epoch"))

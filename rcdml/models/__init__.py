@@ -6,7 +6,10 @@ from rcdml.models import resnet as _resnet  # noqa: F401  (registers resnet18/50
 from rcdml.models import timm_backbones as _timm  # noqa: F401  (registers timm:<name>)
 from rcdml.models.embedding import EmbeddingNet, build_model
 from rcdml.models.weights import adapt_state_dict, load_pretrained
-from rcdml.models.registry import backbone_names, backbone_spec, input_style, register_backbone
+from rcdml.models.inputs import Normalization, Normalize
+from rcdml.models.registry import (backbone_names, backbone_spec, input_normalization,
+                                   register_backbone)
 
-__all__ = ["EmbeddingNet", "adapt_state_dict", "backbone_names", "backbone_spec", "build_model",
-           "input_style", "load_pretrained", "register_backbone"]
+__all__ = ["EmbeddingNet", "Normalization", "Normalize", "adapt_state_dict", "backbone_names",
+           "backbone_spec", "build_model", "input_normalization", "load_pretrained",
+           "register_backbone"]

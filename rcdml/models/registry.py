@@ -19,6 +19,7 @@ from torch import nn
 
 from rcdml.config import Config, ConfigError, ModelConfig
 from rcdml.config.checks import check_choice
+from rcdml.models.inputs import Normalization, normalization
 from rcdml.registry import Registry
 
 
@@ -27,7 +28,7 @@ class BackboneSpec:
     # Called with ``imagenet=True`` to load ImageNet weights (this downloads on first use).
     build: Callable[[bool], nn.Module]
     channels: int
-    # imagenet | bn_inception | timm:<name> (rcdml.data.transforms.normalization)
+    # imagenet | bn_inception | timm:<name> (rcdml.models.inputs.normalization)
     input_style: str
 
 
@@ -58,9 +59,9 @@ def backbone_spec(name: str, kwargs: Mapping[str, Any] | None = None) -> Backbon
     return BACKBONES[family](variant, kwargs or {})
 
 
-def input_style(cfg: ModelConfig) -> str:
-    """The input style of ``cfg``'s backbone, for the data pipeline."""
-    return backbone_spec(cfg.backbone, cfg.timm_kwargs).input_style
+def input_normalization(cfg: ModelConfig) -> Normalization:
+    """The input ``cfg``'s network expects, for the data pipelines and the exported model."""
+    return normalization(backbone_spec(cfg.backbone, cfg.timm_kwargs).input_style)
 
 
 def check_model_config(cfg: Config) -> None:

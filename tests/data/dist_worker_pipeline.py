@@ -12,7 +12,7 @@ from conftest import color_index  # noqa: E402
 
 from rcdml.config import load_config  # noqa: E402
 from rcdml.data import build_pipeline  # noqa: E402
-from rcdml.data.transforms import normalization  # noqa: E402
+from rcdml.models.inputs import normalization  # noqa: E402
 from rcdml.distributed import all_gather_object, init_distributed, is_main, shutdown  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def main() -> None:
                                  "data.resize_size=8", "data.flip=false", "data.num_workers=1",
                                  f"data.loader={loader}", f"train.batch_size={batch}",
                                  f"data.samples_per_class={k}", "train.seed=7"])
-        pipe = build_pipeline(cfg, info, "imagenet")
+        pipe = build_pipeline(cfg, info, normalization("imagenet"))
         result[loader] = {"epoch0": record(pipe.train_loader(0)),
                           "epoch1": record(pipe.train_loader(1)),
                           "resumed": record(pipe.train_loader(0, start_step=3)),

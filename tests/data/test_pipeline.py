@@ -14,7 +14,7 @@ from rcdml.config import load_config
 from rcdml.data import build_eval_pipeline, build_pipeline
 from rcdml.data.image_check import UnreadableImagesError
 from rcdml.data.pipeline import choose_loader, dali_available
-from rcdml.data.transforms import normalization
+from rcdml.models.inputs import normalization
 from rcdml.distributed import DistInfo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,7 +35,7 @@ def _pipeline(root: str, loader: str, style: str = "imagenet", rank: int = 0, wo
                              "data.resize_size=40", "train.batch_size=8",
                              "data.samples_per_class=4", "data.num_workers=0", "eval.batch_size=5",
                              f"data.loader={loader}", *extra])
-    return build_pipeline(cfg, DistInfo(rank, world, 0, CPU, None), style)
+    return build_pipeline(cfg, DistInfo(rank, world, 0, CPU, None), normalization(style))
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_evaluation_pipeline_reads_only_the_evaluation_split(tmp_path, folder_da
     cfg = load_config(None, ["data.name=folder", f"data.root={tmp_path / 'broken'}",
                              "data.image_size=32", "data.resize_size=40", "data.num_workers=0",
                              "eval.batch_size=5", "data.loader=torch"])
-    pipe = build_eval_pipeline(cfg, DistInfo(0, 1, 0, CPU, None), "imagenet")
+    pipe = build_eval_pipeline(cfg, DistInfo(0, 1, 0, CPU, None), normalization("imagenet"))
     assert not hasattr(pipe, "sampler") and len(pipe.data.query) == 6
     intact = _pipeline(str(tmp_path / "intact"), "torch")
     batches = list(zip(pipe.eval_loader(pipe.data.query), intact.eval_loader(intact.data.query)))

@@ -13,7 +13,7 @@ import torch
 from rcdml.config import load_config
 from rcdml.data import build_pipeline
 from rcdml.data.sampler import BalancedBatchSampler, RandomBatchSampler
-from rcdml.data.transforms import normalization
+from rcdml.models.inputs import normalization
 from rcdml.distributed import DistInfo
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -85,7 +85,7 @@ def _single_process_indices(root: str, index_colors) -> list[list[int]]:
                              "data.resize_size=8", "data.flip=false", "data.num_workers=0",
                              "data.loader=torch", "train.batch_size=6",
                              "data.samples_per_class=3", "train.seed=7"])
-    pipe = build_pipeline(cfg, DistInfo(0, 1, 0, torch.device("cpu"), None), "imagenet")
+    pipe = build_pipeline(cfg, DistInfo(0, 1, 0, torch.device("cpu"), None), normalization("imagenet"))
     norm = normalization("imagenet")
     std, mean = torch.tensor(norm.std), torch.tensor(norm.mean)
     return [[color_index(p.tolist()) for p in images[:, :, 0, 0] * std + mean]

@@ -10,8 +10,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 from rcdml.data.geometry import train_geometry
-from rcdml.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Normalization, Normalize,
-                                   TrainTransform, eval_transform, normalization)
+from rcdml.data.transforms import TrainTransform, eval_transform
+from rcdml.models.inputs import IMAGENET_MEAN, IMAGENET_STD, Normalization, Normalize, normalization
 
 
 def _image(w=48, h=48, seed=0) -> Image.Image:
@@ -45,11 +45,11 @@ def test_timm_input_style_is_the_pretrained_configs():
 
 def test_timm_eval_transform_resizes_with_the_models_filter():
     image = _image(60, 40)
-    out = eval_transform(_cfg(), "timm:vit_small_patch16_224")(image)
+    out = eval_transform(_cfg(), normalization("timm:vit_small_patch16_224"))(image)
     resized = T.CenterCrop(_cfg().image_size)(
         T.Resize(_cfg().resize_size, T.InterpolationMode.BICUBIC, antialias=True)(image))
     torch.testing.assert_close(out, T.ToTensor()(resized) * 2 - 1, atol=1e-5, rtol=0)
-    bilinear = eval_transform(_cfg(), "imagenet")(image)
+    bilinear = eval_transform(_cfg(), normalization("imagenet"))(image)
     assert not torch.allclose(bilinear * torch.tensor(IMAGENET_STD).view(3, 1, 1)
                               + torch.tensor(IMAGENET_MEAN).view(3, 1, 1), (out + 1) / 2, atol=1e-3)
 
@@ -67,7 +67,7 @@ def _cfg(**kw):
 
 def test_train_transform_at_full_scale_resizes_the_whole_image_and_flips_by_seed():
     image = _image()
-    transform = TrainTransform(_cfg(), "imagenet")
+    transform = TrainTransform(_cfg(), normalization("imagenet"))
     plain = T.Compose([T.Resize((24, 24)), T.ToTensor(),
                        T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image)
     flips = 0
@@ -81,7 +81,7 @@ def test_train_transform_at_full_scale_resizes_the_whole_image_and_flips_by_seed
 
 def test_train_transform_depends_on_the_seed_only():
     image = _image(90, 60)
-    transform = TrainTransform(_cfg(crop_scale=[0.2, 1.0]), "imagenet")
+    transform = TrainTransform(_cfg(crop_scale=[0.2, 1.0]), normalization("imagenet"))
     assert torch.equal(transform(image, 11), transform(image, 11))
     assert not torch.equal(transform(image, 11), transform(image, 12))
     torch.manual_seed(0)
@@ -91,6 +91,6 @@ def test_train_transform_depends_on_the_seed_only():
 
 
 def test_eval_transform_shape_and_range():
-    out = eval_transform(_cfg(), "bn_inception")(_image(60, 40))
+    out = eval_transform(_cfg(), normalization("bn_inception"))(_image(60, 40))
     assert out.shape == (3, 24, 24) and out.dtype == torch.float32
     assert out.min() >= -128 and out.max() <= 255 - 104

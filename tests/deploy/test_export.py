@@ -8,7 +8,8 @@ import torch
 
 from rcdml.config import load_config
 from rcdml.deploy.export import PARITY_TOLERANCE, ServingModel, export_bytes, parity
-from rcdml.models import backbone_spec, build_model
+from rcdml.models import build_model, input_normalization
+from rcdml.models.inputs import Normalize, normalization
 
 pytest.importorskip("onnxruntime")
 
@@ -26,7 +27,7 @@ def test_exports_match_pytorch(backbone, overrides):
     torch.manual_seed(0)
     cfg = load_config(None, [f"model.backbone={backbone}", "model.embedding_size=64",
                              "data.image_size=64", *overrides])
-    model = ServingModel(build_model(cfg.model), backbone_spec(backbone, cfg.model.timm_kwargs).input_style)
+    model = ServingModel(build_model(cfg.model), input_normalization(cfg.model))
     images = torch.rand(5, 3, 64, 64)  # another batch size than the export's example
     for fmt in ("torchscript", "onnx"):
         data = export_bytes(model, torch.rand(2, 3, 64, 64), fmt, opset=18)
@@ -34,11 +35,9 @@ def test_exports_match_pytorch(backbone, overrides):
 
 
 def test_serving_model_applies_the_backbone_normalisation():
-    from rcdml.data.transforms import Normalize, normalization
-
     image = torch.rand(3, 8, 8)
     for style in ("imagenet", "bn_inception"):
-        model = ServingModel(torch.nn.Identity(), style)
+        model = ServingModel(torch.nn.Identity(), normalization(style))
         expected = Normalize(normalization(style))(image)
         torch.testing.assert_close(model(image[None])[0], expected, rtol=1e-5, atol=1e-4)
 
@@ -47,7 +46,7 @@ def test_torch_export_program_matches_pytorch_at_any_batch_size():
     torch.manual_seed(0)
     cfg = load_config(None, ["model.backbone=resnet18", "model.embedding_size=64",
                              "data.image_size=64"])
-    model = ServingModel(build_model(cfg.model), "imagenet")
+    model = ServingModel(build_model(cfg.model), normalization("imagenet"))
     data = export_bytes(model, torch.rand(2, 3, 64, 64), "pt2", opset=18)
     for batch in (5, 1):
         assert parity(model, data, "pt2", torch.rand(batch, 3, 64, 64)) <= PARITY_TOLERANCE

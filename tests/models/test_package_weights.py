@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from rcdml.config import ConfigError, DataConfig, load_config
-from rcdml.data.transforms import eval_transform, normalization
+from rcdml.data.transforms import eval_transform
 from rcdml.models import build_model
+from rcdml.models.inputs import normalization
 from rcdml.models.registry import check_model_config
 from rcdml.models.weights import PACKAGES, package_weights
 from conftest import extract_cars
@@ -68,7 +69,7 @@ def test_input_normalisation_is_mean_std_one_half_in_the_pipelines_and_the_expor
     norm = normalization(BACKBONE)
     assert norm.mean == norm.std == (127.5, 127.5, 127.5) and not norm.bgr
     assert norm.interpolation == "bicubic"
-    serving = ServingModel(nn.Identity(), BACKBONE)
+    serving = ServingModel(nn.Identity(), norm)
     assert torch.equal(serving(torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1)).flatten(),
                        torch.tensor([-1.0, 0.0, 1.0]))
 
@@ -101,7 +102,7 @@ def test_converted_network_predicts_car_classes_on_cars_photographs(tmp_path):
     files = [os.path.join(root, c, f) for c in sorted(os.listdir(root))
              for f in sorted(os.listdir(os.path.join(root, c)))]
     assert len(files) == 25
-    transform = eval_transform(DataConfig(image_size=224, resize_size=224), BACKBONE)
+    transform = eval_transform(DataConfig(image_size=224, resize_size=224), normalization(BACKBONE))
     images = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
     entry = PACKAGES[SOURCE.split(":", 1)[1]]
     import importlib.resources
