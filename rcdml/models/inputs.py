@@ -54,8 +54,8 @@ class Normalize(nn.Module):
         super().__init__()
         # index_select rather than flip: every export format traces it.
         self.register_buffer("order", torch.tensor([2, 1, 0] if norm.bgr else [0, 1, 2]))
-        self.register_buffer("mean", torch.tensor(norm.mean).view(3, 1, 1) / 255.0)
-        self.register_buffer("std", torch.tensor(norm.std).view(3, 1, 1) / 255.0)
+        self.register_buffer("mean", torch.tensor(norm.mean).view(3, 1, 1))
+        self.register_buffer("std", torch.tensor(norm.std).view(3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.index_select(-3, self.order) - self.mean) / self.std
+        return (x.index_select(-3, self.order) * 255.0 - self.mean) / self.std
