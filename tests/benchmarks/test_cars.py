@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 METRICS = ["eval/R@1", "eval/R@2", "eval/R@4", "eval/R@8", "eval/MAP@R"]
@@ -21,6 +23,7 @@ def _run(method: str, seed: int, r1: float, selected: float | None = None, wall:
     return row
 
 
+@pytest.mark.slow  # starts the study script
 def test_report_from_the_ledger(tmp_path):
     ledger = {"zero_shot-pooled-seed0": _run("zero_shot", 0, 0.30),
               "zero_shot-seed0": _run("zero_shot", 0, 0.32), "zero_shot-seed1": _run("zero_shot", 1, 0.34),

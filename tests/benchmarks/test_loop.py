@@ -7,9 +7,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow  # starts the benchmark
 def test_smoke_run_prints_the_table_the_profile_and_the_summary():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "loop.py"), "--smoke"],
                             capture_output=True, text=True, timeout=300, cwd=ROOT,

@@ -27,6 +27,7 @@ def test_the_loss_and_evaluator_in_a_users_loop(capsys, monkeypatch):
     assert after > before + 0.05, printed
 
 
+@pytest.mark.slow  # torchrun, or a trained run
 def test_the_users_loop_under_two_ranks_prints_what_one_process_prints(tmp_path, torchrun, capsys,
                                                                       monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
@@ -44,6 +45,7 @@ def test_the_users_loop_under_two_ranks_prints_what_one_process_prints(tmp_path,
         assert float(a) == pytest.approx(float(b), abs=0.01), (one, two)
 
 
+@pytest.mark.slow  # torchrun, or a trained run
 def test_loading_a_trained_model(digits_run, tmp_path, monkeypatch, capsys):
     run_dir, _, _ = digits_run
     (tmp_path / "runs").mkdir()

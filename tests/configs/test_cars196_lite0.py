@@ -19,6 +19,7 @@ needs_package = pytest.mark.skipif(
 
 
 @needs_package
+@pytest.mark.slow  # a training run
 def test_fine_tuning_the_pretrained_lite0_on_cars_photographs(tmp_path):
     # 6 training and 6 retrieved classes x 20 images (sorted folders: classes 1-6 train, 7-12 are
     # retrieved, the folder dataset's default split).

@@ -22,6 +22,7 @@ def load_worker():
     return module
 
 
+@pytest.mark.slow  # torchrun
 def test_two_ranks_normalise_like_one_process(tmp_path, torchrun):
     one = load_worker().run(0, 1)
     result = torchrun(WORKER, 2, [str(tmp_path / "rec")])
@@ -64,6 +65,7 @@ def test_sync_bn_key_is_checked(overrides, message):
         check_config(load_config(os.path.join(HERE, "..", "..", "configs", "cub.yaml"), overrides))
 
 
+@pytest.mark.slow  # torchrun
 def test_digits_recipes_model_trains_on_two_ranks_like_one_process(tmp_path):
     """configs/digits.yaml's network (Conv-4, BatchNorm that trains, sync_bn: auto) under two
     gloo ranks makes the updates of one process (see :func:`runs.assert_ddp_equals_one_process`):

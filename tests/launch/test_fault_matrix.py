@@ -28,6 +28,9 @@ from conftest import ROOT
 from runs import (ENV, TRAIN, assert_same_params, checkpoint_position, fast, folder_dataset,
                   free_port, tree, wait_for, worker_pids)
 
+# Every test here starts processes (torchrun jobs): `-m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 SBATCH = os.path.join(ROOT, "launch", "slurm", "train.sbatch")
 JOB_ID = "4242"
 FAKE_SRUN = """#!/bin/bash
