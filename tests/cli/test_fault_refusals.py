@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import struct
+import zipfile
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import pytest
 
-from rcdml.cli import embed, index, search
+from rcdml.cli import embed, evaluate, index, search
 from rcdml.cli.train import main as train_main
 from runs import fast, folder_dataset, tree
 
@@ -34,6 +36,25 @@ def out_is_a_file(tmp, run_dir, overrides, embedded):
     out.write_text("someone's file\n")
     return embed.main, [str(run_dir / "config.yaml"), f"checkpoint={run_dir / 'best.pt'}",
                         f"input={embedded.parent / 'evalset'}", f"out={out}"], [tmp]
+
+
+def damaged_checkpoint(tmp, run_dir, overrides, embedded):
+    """16 finite floats written over the middle of the largest tensor of a copy of best.pt: a
+    file that loads, whose weights are wrong."""
+    run = tmp / "run"
+    run.mkdir()
+    for name in ("config.yaml", "best.pt"):
+        shutil.copyfile(run_dir / name, run / name)
+    path = run / "best.pt"
+    with zipfile.ZipFile(path) as archive:
+        member = max((m for m in archive.infolist() if "/data/" in m.filename),
+                     key=lambda m: m.file_size)
+    with open(path, "r+b") as f:
+        f.seek(member.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        f.seek(member.header_offset + 30 + name_len + extra_len + member.file_size // 2)
+        f.write(struct.pack("<16f", *range(16)))
+    return evaluate.main, [str(run / "config.yaml"), f"checkpoint={path}"], [run]
 
 
 def an_index(tmp, embedded):
@@ -90,6 +111,8 @@ class Refusal:
 
 
 REFUSALS = [
+    Refusal("eval-damaged-checkpoint", damaged_checkpoint,
+            r"^rcdml-eval: checkpoint error: checkpoint: cannot read \S+best\.pt: damaged"),
     Refusal("embed-every-image-unreadable", unreadable_images,
             r"^rcdml-embed: config error: input: none of the 2 images is readable \("),
     Refusal("embed-out-is-a-file", out_is_a_file,
