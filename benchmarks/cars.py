@@ -229,7 +229,8 @@ def main() -> None:
                         choices=[ZERO_SHOT, *METHODS])
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from the finished runs, train nothing")
-    add_run_arguments(parser, "runs/cars", "CARS.md")
+    add_run_arguments(parser, "runs/cars", "CARS.md", "data/cars196/images",
+                      "Cars-196 images")
     parser.set_defaults(root="data/cars196/images")
     args = parse_run_arguments(parser)
     ledger_path = os.path.splitext(args.report)[0] + ".jsonl"

@@ -22,10 +22,11 @@ TRAIN = os.path.join("launch", "train.py")
 METRICS = ["eval/R@1", "eval/R@2", "eval/R@4", "eval/R@8", "eval/MAP@R"]
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, out: str, report: str) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, out: str, report: str,
+                      root: str = "data/omniglot", data: str = "Omniglot") -> None:
     """The options every study shares: data, run directories, report, sharing of the CPUs."""
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--root", default="data/omniglot", help="extracted Omniglot folder")
+    parser.add_argument("--root", default=root, help=f"extracted {data} folder")
     parser.add_argument("--out", default=out, help="run directories")
     parser.add_argument("--report", default=os.path.join(ROOT, "benchmarks", report))
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
