@@ -149,3 +149,32 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(digits_run, embedded, 
     assert re.search(case.message, lines[0]), lines[0]
     assert {str(f): tree(f) for f in folders} == before
     assert not (tmp_path / "out").exists() and not (tmp_path / "found").exists()
+
+
+@pytest.mark.slow  # three short training runs
+def test_a_full_disk_is_one_line_exit_2_and_the_checkpoints_survive(digits_run, tmp_path, capsys,
+                                                                    monkeypatch):
+    """The disk fills while the second epoch's checkpoint is written: one line naming the file,
+    exit 2 (it was a 40-line traceback and exit 1), the first epoch's checkpoint intact as
+    prev.pt, and the run resumes from it."""
+    import torch
+
+    run_dir, overrides, _ = digits_run
+    args = fast(tmp_path, "run", "train.epochs=1", f"data.root={run_dir.parent / 'digits'}")
+    assert train_main(args) == 0
+    first = tree(tmp_path / "run")["last.pt"]
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    capsys.readouterr()
+    assert train_main([*args, "train.epochs=2", "train.resume=auto"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert re.search(r"^rcdml-train: checkpoint error: checkpoint: cannot write \S+last\.pt: no space left "
+                     r"on device; the checkpoints already there are intact",
+                     err.strip().splitlines()[-1]), err
+    assert tree(tmp_path / "run")["prev.pt"] == first and "last.pt" not in tree(tmp_path / "run")
+    monkeypatch.undo()
+    assert train_main([*args, "train.epochs=2", "train.resume=auto"]) == 0
