@@ -6,8 +6,10 @@ the model is). The backbone's input normalisation is part of the exported graph,
 export is checked against PyTorch on real images."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -33,13 +35,26 @@ class ServingModel(nn.Module):
         return self.network(self.normalize(images))
 
 
+@contextlib.contextmanager
+def _torchscript():
+    """Without torch.jit's warnings: its FutureWarnings repeat what ``format`` says
+    (TorchScript is deprecated in PyTorch, pt2 its successor), and the tracer's warnings about
+    values it records as constants ask for what the parity check does before anything is written:
+    run the trace on another batch size than the example's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
 def export_bytes(model: ServingModel, example: torch.Tensor, fmt: str, opset: int) -> bytes:
     """The serialised ``model`` (in eval mode) traced on ``example``."""
     model.eval()
     buffer = io.BytesIO()
     with torch.no_grad():
         if fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(model, example), buffer)
+            with _torchscript():
+                torch.jit.save(torch.jit.trace(model, example), buffer)
         elif fmt == "pt2":
             program = torch.export.export(model, (example,),
                                           dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
@@ -60,8 +75,11 @@ def export_bytes(model: ServingModel, example: torch.Tensor, fmt: str, opset: in
 def run_exported(data: bytes, fmt: str, images: torch.Tensor) -> np.ndarray:
     """The exported model's output on ``images`` (CPU; onnxruntime for ONNX)."""
     if fmt in ("torchscript", "pt2"):
-        loaded = (torch.jit.load(io.BytesIO(data), map_location="cpu") if fmt == "torchscript"
-                  else torch.export.load(io.BytesIO(data)).module())
+        if fmt == "torchscript":
+            with _torchscript():
+                loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
+        else:
+            loaded = torch.export.load(io.BytesIO(data)).module()
         with torch.no_grad():
             return loaded(images).numpy()
     import onnxruntime

@@ -60,7 +60,7 @@ class ExportArgs:
     # Checkpoint to export, e.g. runs/digits/best.pt.
     checkpoint: str = ""
     # onnx (torch.onnx, checked by onnx.checker), pt2 (torch.export's ExportedProgram, load with
-    # torch.export.load) or torchscript (torch.jit.trace, in maintenance in PyTorch).
+    # torch.export.load) or torchscript (torch.jit.trace, deprecated in PyTorch: prefer pt2).
     format: Literal["onnx", "pt2", "torchscript"] = "onnx"
     # Output file; default the checkpoint with .onnx, .pt2 or .ts for .pt.
     out: str = ""
