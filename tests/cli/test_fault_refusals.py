@@ -178,3 +178,33 @@ def test_a_full_disk_is_one_line_exit_2_and_the_checkpoints_survive(digits_run, 
     assert tree(tmp_path / "run")["prev.pt"] == first and "last.pt" not in tree(tmp_path / "run")
     monkeypatch.undo()
     assert train_main([*args, "train.epochs=2", "train.resume=auto"]) == 0
+
+
+@pytest.mark.slow  # three short training runs
+def test_a_damaged_last_never_replaces_the_good_prev(digits_run, tmp_path, capsys, monkeypatch):
+    """last.pt damaged, the resume falls back to prev.pt, and the process dies while writing its
+    next checkpoint (here: the disk fills): prev.pt is still the good file (it used to be
+    replaced by the damaged last.pt, leaving no readable checkpoint), and the run resumes."""
+    import torch
+
+    run_dir, overrides, _ = digits_run
+    args = fast(tmp_path, "run", "train.epochs=2", f"data.root={run_dir.parent / 'digits'}")
+    assert train_main(args) == 0
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[:last.stat().st_size // 2])
+    before = tree(tmp_path / "run")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    capsys.readouterr()
+    assert train_main([*args, "train.epochs=3", "train.resume=auto"]) == 2
+    captured = capsys.readouterr()
+    assert re.search(r"resumed from \S+prev\.pt after epoch 1", captured.out), captured.out
+    assert re.search(r"^rcdml-train: checkpoint error: checkpoint: cannot write \S+last\.pt: no "
+                     r"space left", captured.err.strip().splitlines()[-1]), captured.err
+    after = tree(tmp_path / "run")
+    assert after["prev.pt"] == before["prev.pt"] and after["last.pt"] == before["last.pt"]
+    monkeypatch.undo()
+    assert train_main([*args, "train.epochs=3", "train.resume=auto"]) == 0
