@@ -208,3 +208,36 @@ def test_a_damaged_last_never_replaces_the_good_prev(digits_run, tmp_path, capsy
     assert after["prev.pt"] == before["prev.pt"] and after["last.pt"] == before["last.pt"]
     monkeypatch.undo()
     assert train_main([*args, "train.epochs=3", "train.resume=auto"]) == 0
+
+
+@pytest.mark.slow  # two short training runs
+def test_a_crash_between_checkpoint_and_metrics_row_loses_no_row(digits_run, tmp_path, capsys,
+                                                                  monkeypatch):
+    """The process dies after epoch 2's checkpoint and before its metrics row (the row used to
+    be lost for good, and summary.json's selected epoch had no metrics): the resume writes it."""
+    import json
+
+    from rcdml.monitor.run import RunMonitor
+
+    run_dir, overrides, _ = digits_run
+    args = fast(tmp_path, "run", "train.epochs=2", f"data.root={run_dir.parent / 'digits'}")
+    log_epoch = RunMonitor.log_epoch
+
+    def dies_before_row_2(self, metrics, step):
+        if metrics.get("epoch") == 2:
+            raise KeyboardInterrupt("killed")
+        log_epoch(self, metrics, step)
+
+    monkeypatch.setattr(RunMonitor, "log_epoch", dies_before_row_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_main(args)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1]
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert train_main([*args, "train.resume=auto"]) == 0
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2] and "eval/R@1" in rows[1]
+    assert "restored the row of epoch 2" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["selected"]["eval"], summary
