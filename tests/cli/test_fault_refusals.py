@@ -151,22 +151,27 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(digits_run, embedded, 
     assert not (tmp_path / "out").exists() and not (tmp_path / "found").exists()
 
 
-@pytest.mark.slow  # three short training runs
-def test_a_full_disk_is_one_line_exit_2_and_the_checkpoints_survive(digits_run, tmp_path, capsys,
-                                                                    monkeypatch):
+def tiny_run(tmp, epochs: int) -> list[str]:
+    """rcdml-train's arguments for a run of seconds: 8 classes of 6 images, 16 px."""
+    root = folder_dataset(tmp / "images")
+    return fast(tmp, "run", "data.name=folder", f"data.root={root}", "train.batch_size=8",
+                "data.samples_per_class=2", f"train.epochs={epochs}")
+
+
+def full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.slow  # three training runs of seconds
+def test_a_full_disk_is_one_line_exit_2_and_the_checkpoints_survive(tmp_path, capsys, monkeypatch):
     """The disk fills while the second epoch's checkpoint is written: one line naming the file,
     exit 2 (it was a 40-line traceback and exit 1), the first epoch's checkpoint intact as
     prev.pt, and the run resumes from it."""
     import torch
 
-    run_dir, overrides, _ = digits_run
-    args = fast(tmp_path, "run", "train.epochs=1", f"data.root={run_dir.parent / 'digits'}")
+    args = tiny_run(tmp_path, 1)
     assert train_main(args) == 0
     first = tree(tmp_path / "run")["last.pt"]
-
-    def full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
     monkeypatch.setattr(torch, "save", full)
     capsys.readouterr()
     assert train_main([*args, "train.epochs=2", "train.resume=auto"]) == 2
@@ -180,23 +185,18 @@ def test_a_full_disk_is_one_line_exit_2_and_the_checkpoints_survive(digits_run, 
     assert train_main([*args, "train.epochs=2", "train.resume=auto"]) == 0
 
 
-@pytest.mark.slow  # three short training runs
-def test_a_damaged_last_never_replaces_the_good_prev(digits_run, tmp_path, capsys, monkeypatch):
+@pytest.mark.slow  # three training runs of seconds
+def test_a_damaged_last_never_replaces_the_good_prev(tmp_path, capsys, monkeypatch):
     """last.pt damaged, the resume falls back to prev.pt, and the process dies while writing its
     next checkpoint (here: the disk fills): prev.pt is still the good file (it used to be
     replaced by the damaged last.pt, leaving no readable checkpoint), and the run resumes."""
     import torch
 
-    run_dir, overrides, _ = digits_run
-    args = fast(tmp_path, "run", "train.epochs=2", f"data.root={run_dir.parent / 'digits'}")
+    args = tiny_run(tmp_path, 2)
     assert train_main(args) == 0
     last = tmp_path / "run" / "last.pt"
     last.write_bytes(last.read_bytes()[:last.stat().st_size // 2])
     before = tree(tmp_path / "run")
-
-    def full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
     monkeypatch.setattr(torch, "save", full)
     capsys.readouterr()
     assert train_main([*args, "train.epochs=3", "train.resume=auto"]) == 2
@@ -210,17 +210,15 @@ def test_a_damaged_last_never_replaces_the_good_prev(digits_run, tmp_path, capsy
     assert train_main([*args, "train.epochs=3", "train.resume=auto"]) == 0
 
 
-@pytest.mark.slow  # two short training runs
-def test_a_crash_between_checkpoint_and_metrics_row_loses_no_row(digits_run, tmp_path, capsys,
-                                                                  monkeypatch):
+@pytest.mark.slow  # two training runs of seconds
+def test_a_crash_between_checkpoint_and_metrics_row_loses_no_row(tmp_path, capsys, monkeypatch):
     """The process dies after epoch 2's checkpoint and before its metrics row (the row used to
     be lost for good, and summary.json's selected epoch had no metrics): the resume writes it."""
     import json
 
     from rcdml.monitor.run import RunMonitor
 
-    run_dir, overrides, _ = digits_run
-    args = fast(tmp_path, "run", "train.epochs=2", f"data.root={run_dir.parent / 'digits'}")
+    args = tiny_run(tmp_path, 2)
     log_epoch = RunMonitor.log_epoch
 
     def dies_before_row_2(self, metrics, step):
