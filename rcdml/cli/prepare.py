@@ -8,10 +8,10 @@ import sys
 from typing import Sequence
 
 from rcdml.cli.common import Command, version_line
-from rcdml.errors import UserError
 from rcdml.data.datasets import LayoutError, dataset_names, read_catalog, split_catalog
 from rcdml.data.datasets.load import all_paths
 from rcdml.data.image_check import CHECK_LEVELS, describe_problems, find_unreadable
+from rcdml.errors import UserError
 from rcdml.log import configure_logging, get_logger
 
 log = get_logger(__name__)
