@@ -24,7 +24,7 @@ from rcdml.distributed import (DistInfo, all_gather_object, elastic_restart, equ
                                is_distributed, is_main, stop)
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.checkpoint import CheckpointManager, TrainState, merge_totals
-from rcdml.engine.components import Components, build_components  # noqa: F401  (the CLI's seam)
+from rcdml.engine.components import Components, build_components
 from rcdml.engine.optim import build_scheduler
 from rcdml.engine.rng import seed_everything
 from rcdml.engine.validate import Validator
@@ -35,7 +35,6 @@ from rcdml.monitor.run import epoch_metrics
 from rcdml.rundir import RunDir
 
 log = get_logger(__name__)
-
 
 
 class NonFiniteLoss(RuntimeError):
