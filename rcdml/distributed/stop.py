@@ -95,13 +95,31 @@ def agreed(device: Any = None) -> int:
     """The stop signal any rank received (0: none). A collective: every rank calls it at the
     same point."""
     import torch
+
+    if not _several_ranks():
+        return _requested
+    return read_agreed(torch.zeros(0, device=device))[0]
+
+
+def read_agreed(values: Any) -> tuple[int, list[float]]:
+    """:func:`agreed` and a host read of the 1-d tensor ``values``, which is equal on every
+    rank, in one all-reduce and one read (a training step's only host sync). A collective."""
+    import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return _requested
-    flag = torch.tensor([_requested], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return int(flag)
+    if not _several_ranks():
+        return _requested, values.tolist()
+    both = torch.cat([values.new_tensor([_requested]), values])
+    # Equal values are their own maximum.
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    signum, *rest = both.tolist()
+    return int(signum), rest
+
+
+def _several_ranks() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def exit_status() -> int:

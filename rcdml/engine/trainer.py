@@ -7,8 +7,8 @@ the samplers derive each global batch from (seed, epoch, step), so a resumed run
 exactly where the checkpoint was taken.
 
 Preemption (:mod:`rcdml.distributed.stop`): SIGTERM, SIGUSR1 and SIGINT only set a flag. Before
-the first step and after every step the ranks agree on it with one all-reduce, so all of them
-stop after the same step, write ``last.pt`` at that position (unless it already holds it) and
+the first step and in every step (in the step's one host read) the ranks agree on it with one
+all-reduce, so all of them stop after the same step, write ``last.pt`` at that position (unless it already holds it) and
 raise :class:`Preempted`.
 """
 from __future__ import annotations
@@ -73,6 +73,7 @@ class Trainer:
         parts = components if components is not None else build_components(cfg, dist)
         self.model, self.loss, self.learner = parts.model, parts.loss, parts.learner
         self.optimizer, self.backend, self.pipeline = parts.optimizer, parts.backend, parts.pipeline
+        self.loss.defer_checks = True  # read with the step's one host read (_train_step)
         self.checkpoints = CheckpointManager(self.run, self.backend, cfg, dist)
         self.state = TrainState()
         changes = self.checkpoints.resume(self.state, elastic_restart(), say=log.info)
@@ -117,30 +118,35 @@ class Trainer:
                                 "train.on_nonfinite=skip to drop such steps instead")
         self.monitor.print(f"warning: {what} at {where}; step skipped")
 
-    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int,
-                    step: int) -> torch.Tensor | None:
-        """One optimizer step; the detached loss, or None when the step was not finite (and
-        skipped, by ``train.on_nonfinite``)."""
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, step: int,
+                    read_loss: bool) -> tuple[torch.Tensor | None, float | None, int]:
+        """One optimizer step, skipped (by ``train.on_nonfinite``) when the batch's embeddings or
+        its loss are not finite: (the detached loss, or None when skipped; the loss read on the
+        host if ``read_loss``; the stop signal the ranks agreed on, 0 for none)."""
         # A trainer built from components without a pipeline knows nothing of its batches' rows.
         rows = self.pipeline.sampler.rows_per_rank if self.pipeline is not None else None
-        try:
-            with equal_shards(rows):
-                loss = self.backend(images, labels)
-        except NonFiniteEmbeddings as e:
-            # Raised after the loss's all-gather, so every rank skips (or stops) together.
-            self._nonfinite(epoch, step, str(e))
-            return None
-        finite = torch.isfinite(loss.detach())
+        with equal_shards(rows):
+            loss = self.backend(images, labels)
         self.backend.backward(loss)
-        # Read only once the backward pass is queued: the step's one host sync then leaves the
-        # GPU busy instead of draining its queue before the backward.
-        finite = bool(finite)
-        self.backend.step(skip=not finite)
-        if not finite:
-            terms = " ".join(f"{k}={float(v):.4g}" for k, v in self.loss.terms.items())
-            self._nonfinite(epoch, step, f"non-finite loss {float(loss.detach())} ({terms})")
-            return None
-        return loss.detach()
+        loss = loss.detach()
+        # The step's one host read, once the backward pass is queued (so the GPU stays busy):
+        # the batch's value checks, whether the loss is finite, the loss itself on logging
+        # steps, and the ranks' stop flag in the same all-reduce. Every rank reads the same.
+        read = [loss.isfinite().logical_not(), *self.loss.checks] + ([loss] if read_loss else [])
+        signum, values = stop.read_agreed(torch.stack([v.double() for v in read]))
+        try:
+            self.loss.raise_for(values[1:4])
+            problem = None
+            if values[0]:
+                terms = " ".join(f"{k}={float(v):.4g}" for k, v in self.loss.terms.items())
+                problem = f"non-finite loss {float(loss)} ({terms})"
+        except NonFiniteEmbeddings as e:
+            problem = str(e)
+        self.backend.step(skip=problem is not None)
+        if problem is not None:
+            self._nonfinite(epoch, step, problem)
+            return None, None, signum
+        return loss, values[4] if read_loss else None, signum
 
     def train_epoch(self, epoch: int, start_step: int) -> dict[str, float]:
         cfg = self.cfg.train
@@ -155,7 +161,8 @@ class Trainer:
         for step, (images, labels) in enumerate(loader, start=start_step):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            loss = self._train_step(images, labels, epoch, step)
+            loss, logged, signum = self._train_step(
+                images, labels, epoch, step, read_loss=(step + 1) % cfg.log_every_steps == 0)
             if loss is None:
                 skipped += 1
             else:
@@ -165,11 +172,9 @@ class Trainer:
             images_seen += images.shape[0]
             bar.update()
             global_step = epoch * steps + step + 1
-            if (step + 1) % cfg.log_every_steps == 0 and loss is not None:
-                value = float(loss)
-                bar.set_postfix_str(f"loss {value:.4f}")
-                self.monitor.scalars({"step/loss": value}, global_step)
-            signum = stop.agreed(self.device)
+            if logged is not None:
+                bar.set_postfix_str(f"loss {logged:.4f}")
+                self.monitor.scalars({"step/loss": logged}, global_step)
             # A stop after the epoch's last step waits for the epoch's end (and its checkpoint).
             if (signum or self.checkpoints.due(global_step)) and step + 1 < steps:
                 totals, sums, counted = merge_totals(totals, sums, counted), {}, 0

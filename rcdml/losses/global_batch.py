@@ -2,9 +2,10 @@
 gradient, value checks, fp32.
 
 Shape errors are raised before any collective. Value errors (labels outside the class range,
-NaN/inf embeddings, an empty global batch) are raised after the gather, so every rank raises the
-same error instead of leaving the others waiting in a collective; together they cost one host
-sync, which the trainer needs anyway to skip or stop on NaN/inf embeddings before the step.
+NaN/inf embeddings) come from the gathered batch, so every rank raises the same error instead of
+leaving the others waiting in a collective. Reading them costs a host sync: a standalone loss
+reads them at once; the trainer defers them (:attr:`GlobalBatchLoss.defer_checks`) into the
+step's one read, after the backward pass is queued and before the optimizer step.
 """
 from __future__ import annotations
 
@@ -28,11 +29,9 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 
 def global_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                 embedding_size: int, who: str, dtype: torch.dtype = torch.float32,
-                 count_classes: bool = False) -> tuple:
-    """Checked (embeddings in ``dtype`` with gradient, int64 labels) of all ranks, in rank order;
-    with ``count_classes``, also the number of distinct labels, read with the checks (so
-    :func:`present_classes` needs no sync of its own)."""
+                 embedding_size: int, who: str, dtype: torch.dtype = torch.float32) -> tuple:
+    """Shape-checked (embeddings in ``dtype`` with gradient, int64 labels) of all ranks, in rank
+    order; their values are checked by :func:`batch_checks` and :meth:`GlobalBatchLoss.raise_for`."""
     if embeddings.dim() != 2:
         raise ValueError(f"{who}: embeddings must be a (batch, {embedding_size}) matrix, got shape "
                          f"{tuple(embeddings.shape)}")
@@ -47,30 +46,30 @@ def global_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: in
     x, y = all_gather_batch(embeddings.to(dtype), labels.long())
     if x.shape[0] == 0:
         raise ValueError(f"{who}: empty batch (no embeddings on any rank)")
-    read = [y.min(), y.max(), torch.isfinite(x).logical_not().sum()]
-    if count_classes:
-        # Clamped: out-of-range labels are reported below, from the same read.
-        seen = torch.zeros(num_classes, dtype=torch.bool, device=y.device)
-        read.append(seen.index_fill_(0, y.clamp(0, num_classes - 1), True).sum())
-    lowest, highest, non_finite, *count = torch.stack(read).tolist()
-    if lowest < 0 or highest >= num_classes:
-        raise ValueError(f"{who}: labels must lie in [0, {num_classes}) (num_classes={num_classes}), "
-                         f"got labels from {lowest} to {highest}")
-    if non_finite:
-        raise NonFiniteEmbeddings(f"{who}: embeddings contain {non_finite} NaN or inf values")
-    return (x, y, *count)
+    return x, y
 
 
-def present_classes(labels: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.unique(labels, return_inverse=True)`` of 1-d ``labels`` holding ``count`` distinct
-    values, without the host sync that unique costs on a GPU (its output size depends on the
-    data)."""
+def batch_checks(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[lowest label, highest label, count of NaN/inf embedding values]`` of a global batch, on
+    its device (no read)."""
+    return torch.stack([y.min(), y.max(), torch.isfinite(x).logical_not().sum()])
+
+
+def present_classes(labels: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """``torch.unique(labels, return_inverse=True)`` of 1-d ``labels``, padded to ``size`` slots
+    (at least the number of distinct labels), so that no shape depends on the data (unique's
+    would cost a host sync on a GPU). Returns ``(present, inverse, valid, count)``: the distinct
+    labels in ascending order then zeros, each label's slot, which slots hold a label, and their
+    number as a 0-d tensor."""
     ordered, order = labels.sort()
     first = torch.ones_like(ordered, dtype=torch.bool)
     first[1:] = ordered[1:] != ordered[:-1]
-    inverse = torch.empty_like(labels).scatter_(0, order, first.cumsum(0) - 1)
+    slot = first.cumsum(0) - 1
+    inverse = torch.empty_like(labels).scatter_(0, order, slot)
+    count = slot[-1] + 1
     # Every write to a class's slot carries that class's label.
-    return labels.new_empty(count).scatter_(0, inverse, labels), inverse
+    present = labels.new_zeros(size).scatter_(0, inverse, labels)
+    return present, inverse, torch.arange(size, device=labels.device) < count, count
 
 
 class GlobalBatchLoss(nn.Module):
@@ -89,17 +88,20 @@ class GlobalBatchLoss(nn.Module):
       without them (shown as the proxy-proxy similarity histogram).
 
     A subclass sets ``proxies`` (a parameter, or a property) and implements :meth:`batch_loss`.
-    One that sets ``counts_classes`` gets the global batch's number of distinct labels as a third
-    argument of :meth:`batch_loss` (for :func:`present_classes`).
     """
 
-    counts_classes = False
+    #: Set by a caller that reads :attr:`checks` itself, with its own host read (the trainer, in
+    #: the step's one read): ``forward`` then leaves the value checks unread and clamps the
+    #: labels into range, so a bad batch computes a loss the caller discards instead of faulting.
+    defer_checks = False
 
     def __init__(self, num_classes: int, embedding_size: int) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.embedding_size = embedding_size
         self.terms: dict[str, torch.Tensor] = {}
+        #: The last global batch's :func:`batch_checks`, when ``defer_checks`` left them unread.
+        self.checks: torch.Tensor | None = None
 
     def batch_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of the checked global batch (same scalar on every rank)."""
@@ -116,7 +118,21 @@ class GlobalBatchLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.autocast(embeddings.device.type, enabled=False):
-            batch = global_batch(embeddings, labels, self.num_classes, self.embedding_size,
-                                 self.display_name, self.compute_dtype(embeddings),
-                                 self.counts_classes)
-            return self.batch_loss(*batch)
+            x, y = global_batch(embeddings, labels, self.num_classes, self.embedding_size,
+                                self.display_name, self.compute_dtype(embeddings))
+            checks = batch_checks(x, y)
+            if self.defer_checks:
+                self.checks, y = checks, y.clamp(0, self.num_classes - 1)
+            else:
+                self.raise_for(checks.tolist())
+            return self.batch_loss(x, y)
+
+    def raise_for(self, values) -> None:
+        """Raise the error that the values of :func:`batch_checks`, read on the host, show."""
+        lowest, highest, non_finite = (int(v) for v in values)
+        who, num_classes = self.display_name, self.num_classes
+        if lowest < 0 or highest >= num_classes:
+            raise ValueError(f"{who}: labels must lie in [0, {num_classes}) "
+                             f"(num_classes={num_classes}), got labels from {lowest} to {highest}")
+        if non_finite:
+            raise NonFiniteEmbeddings(f"{who}: embeddings contain {non_finite} NaN or inf values")

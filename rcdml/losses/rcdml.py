@@ -1,9 +1,11 @@
 """Relationship Constraint Deep Metric Learning loss (docs/method.md, section 1), vectorised.
 
-Classes are handled through their index among the M classes present in the (global) batch.
-Under ``absent_proxies='zero'`` an absent class has a zero corrected proxy: its cosine to every
-sample is 0, so it adds the constant ``log(1 + B e^{alpha delta})`` to the negative Proxy-Anchor
-sum and nothing to PRC. Only the present classes are computed, so the cost is O(B M d + B^2 d)
+Classes are handled through their slot among the classes present in the (global) batch of B
+samples, in min(B, C) slots whatever the number present (padding slots hold no sample and are
+masked out), so that no shape depends on the data and a step needs no host sync to size its
+tensors. Under ``absent_proxies='zero'`` an absent class has a zero corrected proxy: its cosine
+to every sample is 0, so it adds the constant ``log(1 + B e^{alpha delta})`` to the negative
+Proxy-Anchor sum and nothing to PRC. Only the slots are computed, so the cost is O(B^2 d)
 whatever the number of classes C, and the value is the full formula's (the proxies' gradient is
 still a dense C x d tensor, zero outside the present rows, as the optimizer expects). Under
 ``'keep'`` the formula involves every proxy: PA costs O(B C d) and PRC O(C^2 d), the latter in
@@ -138,7 +140,7 @@ class RCDMLLoss(GlobalBatchLoss):
 
     def _correct(self, x: torch.Tensor, xn: torch.Tensor, inv: torch.Tensor,
                  p: torch.Tensor) -> torch.Tensor:
-        """Proxy correction of the present classes' proxies ``p`` (M x d)."""
+        """Proxy correction of the proxies ``p`` of the slots (slots x d)."""
         if self.pc_momentum == 0:
             return p
         w = torch.exp((xn * l2_normalize(p)[inv]).sum(-1))
@@ -147,63 +149,72 @@ class RCDMLLoss(GlobalBatchLoss):
         return self.pc_momentum * pulled + (1.0 - self.pc_momentum) * p
 
     def _proxy_anchor(self, xn: torch.Tensor, rows: torch.Tensor, column: torch.Tensor,
-                      inv: torch.Tensor, present_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """PA positive and negative terms; ``column[i]`` is sample i's own proxy among ``rows``
-        and ``present_rows`` the rows of the classes present."""
-        num_present = present_rows.shape[0]
+                      inv: torch.Tensor, slots: int, row_present: torch.Tensor,
+                      count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """PA positive and negative terms; ``column[i]`` is sample i's own proxy among ``rows``,
+        ``inv[i]`` its slot among ``slots``, ``row_present`` says which rows are classes present
+        and ``count`` is their number."""
         sim = xn @ l2_normalize(rows).t()
         own = sim.gather(1, column[:, None]).squeeze(1)
-        pos = _segment_log1p_sum_exp(-self.alpha * (own - self.margin), inv, num_present)
-        neg_logits = (self.alpha * (sim + self.margin)).scatter(1, column[:, None], float("-inf"))
-        neg = _log1p_sum_exp(neg_logits)
+        pos = _segment_log1p_sum_exp(-self.alpha * (own - self.margin), inv, slots)
+        logits = self.alpha * (sim + self.margin)
+        if self.absent_proxies == "zero":  # rows are slots, and a padding slot is no class
+            logits = logits.masked_fill(~row_present, float("-inf"))
+        neg = _log1p_sum_exp(logits.scatter(1, column[:, None], float("-inf")))
         if self.negatives == "present":
-            return pos.sum() / num_present, neg[present_rows].sum() / num_present
+            return pos.sum() / count, torch.where(row_present, neg, 0.0).sum() / count
         neg = neg.sum()
         if self.absent_proxies == "zero":
             batch = xn.shape[0]
-            absent = self.num_classes - num_present
-            neg = neg + absent * _log1p_exp(math.log(batch) + self.alpha * self.margin)
-        return pos.sum() / num_present, neg / self.num_classes
+            neg = neg + (self.num_classes - count) * _log1p_exp(math.log(batch)
+                                                                + self.alpha * self.margin)
+        return pos.sum() / count, neg / self.num_classes
 
-    def _src(self, xn: torch.Tensor, inv: torch.Tensor, num_present: int) -> torch.Tensor:
+    @staticmethod
+    def _src(xn: torch.Tensor, inv: torch.Tensor, slots: int) -> torch.Tensor:
         """Sum over classes with >= 2 samples of exp(-min same-class cosine)."""
         same = inv[:, None] == inv[None, :]
         nearest = (xn @ xn.t()).masked_fill(~same, float("inf")).amin(1)
-        per_class = nearest.new_full((num_present,), float("inf")).scatter_reduce(
+        per_class = nearest.new_full((slots,), float("inf")).scatter_reduce(
             0, inv, nearest, "amin", include_self=True)
         # A count by index_add_ stays on the device; bincount synchronises twice on CUDA.
         several = torch.zeros_like(per_class).index_add_(0, inv, torch.ones_like(nearest)) >= 2
         return torch.where(several, torch.exp(-per_class), 0.0).sum()
 
-    counts_classes = True
-
-    def batch_loss(self, x: torch.Tensor, y: torch.Tensor,
-                   num_present: int | None = None) -> torch.Tensor:
-        """``num_present``: the number of distinct labels when known (``forward`` reads it with
-        the batch checks), which spares unique's host sync."""
-        present, inv = (torch.unique(y, return_inverse=True) if num_present is None
-                        else present_classes(y, num_present))
-        num_present = present.shape[0]
+    def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # As many slots for the classes present as there can be, so that no shape depends on
+        # the data (a data-dependent shape costs a host sync on a GPU); the padding slots hold
+        # no sample and are masked out of every term.
+        slots = min(x.shape[0], self.num_classes)
+        present, inv, valid, count = present_classes(y, slots)
+        count = count.to(x.dtype)
         xn = l2_normalize(x)
         proxies = self.proxies.to(x.dtype)
         # rows: the corrected proxies the loss sees; column[i]: sample i's own row;
-        # present_rows: the rows of the classes present.
+        # row_present: which rows are classes present.
         if self.absent_proxies == "zero":
-            rows, column = self._correct(x, xn, inv, proxies[present]), inv
-            present_rows = torch.arange(num_present, device=y.device)
+            rows, column, row_present = self._correct(x, xn, inv, proxies[present]), inv, valid
         else:
-            rows, column, present_rows = proxies, y, present
+            rows, column = proxies, y
+            row_present = torch.zeros(self.num_classes, dtype=torch.bool,
+                                      device=y.device).index_fill_(0, y, True)
             if self.pc_momentum > 0:
-                rows = proxies.index_copy(0, present, self._correct(x, xn, inv, proxies[present]))
-        pos, neg = self._proxy_anchor(xn, rows, column, inv, present_rows)
+                corrected = self._correct(x, xn, inv, proxies[present])
+                slot_of = torch.zeros_like(row_present, dtype=torch.long).scatter_(0, y, inv)
+                rows = torch.where(row_present[:, None], corrected[slot_of], proxies)
+        pos, neg = self._proxy_anchor(xn, rows, column, inv, slots, row_present, count)
         loss = pos + neg
         terms = {"pa_pos": pos, "pa_neg": neg}
         if self.prc_weight > 0:
-            related = rows[present_rows] if self.prc_proxies == "present" else rows
+            if self.absent_proxies == "keep" and self.prc_proxies == "all":
+                related = rows
+            else:  # the present classes' rows by slot, the padding slots zero (no pair counts)
+                by_slot = rows if self.absent_proxies == "zero" else rows[present]
+                related = torch.where(valid[:, None], by_slot, 0.0)
             terms["prc"] = _OffDiagonalReluSum.apply(l2_normalize(related))
             loss = loss + self.prc_weight * terms["prc"]
         if self.src_weight > 0:
-            terms["src"] = self._src(xn, inv, num_present)
+            terms["src"] = self._src(xn, inv, slots)
             loss = loss + self.src_weight * terms["src"]
         self.terms = {name: value.detach() for name, value in terms.items()}
         return loss

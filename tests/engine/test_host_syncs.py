@@ -20,12 +20,11 @@ host_syncs = load_worker(os.path.join(ROOT, "benchmarks", "host_syncs.py"))
 STEPS, LOG_EVERY = 4, 2
 # (operation, caller) -> count in one epoch of STEPS steps.
 EXPECTED = {
-    # per step: the batch checks with the count of classes present, the finite-loss read
-    ("tolist", "rcdml/losses/global_batch.py global_batch"): STEPS,
-    ("_local_scalar_dense", "rcdml/engine/trainer.py _train_step"): STEPS,
-    # every train.log_every_steps
-    ("_local_scalar_dense", "rcdml/engine/trainer.py train_epoch"): STEPS // LOG_EVERY,
-    # once per epoch: the loss sums (loss and RCDML's four terms, read together)
+    # per step, one read: the global batch's value checks, whether the loss is finite, the loss
+    # on logging steps, and under DDP the stop flag (in the same all-reduce)
+    ("tolist", "rcdml/distributed/stop.py read_agreed"): STEPS,
+    # once per epoch, after the epoch's end has drained the queue anyway: the loss sums (loss
+    # and RCDML's four terms, read together)
     ("tolist", "rcdml/engine/checkpoint.py merge_totals"): 1,
 }
 

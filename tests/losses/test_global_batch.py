@@ -12,7 +12,7 @@ import torch
 from conftest import load_worker, run_torchrun
 from rcdml.config import load_config
 from rcdml.losses import build_loss, loss_names
-from rcdml.losses.global_batch import compute_dtype, global_batch
+from rcdml.losses.global_batch import compute_dtype, global_batch, present_classes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "dist_worker_batch.py")
@@ -37,6 +37,40 @@ def test_bad_input_raises_a_clear_error(name, embeddings, labels, message):
     loss = build_loss(load_config(None, [f"loss.name={name}"]).loss, 5, 8)
     with pytest.raises(ValueError, match=message):
         loss(embeddings, labels)
+
+
+@pytest.mark.parametrize("name", loss_names())
+@pytest.mark.parametrize("labels, nan, message", [
+    ([0, 1, 2, 5], False, r"labels must lie in \[0, 5\).*from 0 to 5"),
+    ([-3, 1, 2, 3], False, r"labels must lie in \[0, 5\).*from -3 to 3"),
+    ([0, 1, 2, 3], True, "embeddings contain 1 NaN or inf values"),
+])
+def test_deferred_value_checks_raise_from_the_callers_read(name, labels, nan, message):
+    """The trainer's mode: the forward pass neither reads nor faults on a bad batch (labels are
+    clamped into range), and the checks, read later, raise what an eager forward raises."""
+    loss = build_loss(load_config(None, [f"loss.name={name}"]).loss, 5, 8)
+    x = torch.randn(4, 8)
+    if nan:
+        x[0, 0] = float("nan")
+    loss.defer_checks = True
+    loss(x, torch.tensor(labels))
+    with pytest.raises(ValueError, match=message):
+        loss.raise_for(loss.checks.tolist())
+    loss.defer_checks = False
+    with pytest.raises(ValueError, match=message):
+        loss(x, torch.tensor(labels))
+
+
+@pytest.mark.parametrize("labels", [[3], [2, 2, 2], [7, 0, 7, 3, 0, 9], list(range(6))])
+def test_present_classes_are_unique_padded_to_a_fixed_size(labels):
+    y = torch.tensor(labels)
+    present, inverse, valid, count = present_classes(y, 6)
+    distinct, expected_inverse = torch.unique(y, return_inverse=True)
+    m = distinct.numel()
+    assert present.shape == valid.shape == (6,) and int(count) == m
+    assert present[:m].tolist() == distinct.tolist() and present[m:].tolist() == [0] * (6 - m)
+    assert valid.tolist() == [True] * m + [False] * (6 - m)
+    assert inverse.tolist() == expected_inverse.tolist()
 
 
 def test_single_process_batch_is_the_input_in_the_compute_dtype():
