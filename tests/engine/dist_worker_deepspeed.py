@@ -85,7 +85,8 @@ def build(run: str, seed: int, workdir: str, info: DistInfo) -> Trainer:
 
 def train_step(trainer: Trainer, epoch: int, step: int) -> torch.Tensor:
     """The trainer's own optimizer step on this rank's slice of global batch ``step``."""
-    return trainer._train_step(*batch(step), epoch, step)
+    loss, _, _ = trainer._train_step(*batch(step), epoch, step, read_loss=False)
+    return loss
 
 
 def params(learner: nn.Module) -> dict[str, torch.Tensor]:
