@@ -12,7 +12,7 @@ _EXPORTS = {
     "rcdml.distributed.env": ("DistInfo", "all_gather_object", "barrier", "broadcast_object",
                               "check_dist_config", "env_rank", "get_rank", "get_world_size",
                               "init_deepspeed_alone", "init_distributed", "is_distributed", "is_main", "main_process_first",
-                              "max_over_ranks", "on_main", "shutdown"),
+                              "on_main", "shutdown", "sum_over_ranks"),
     "rcdml.distributed.gather": ("all_gather_batch", "all_gather_no_grad", "all_gather_with_grad",
                                  "equal_shards"),
     "rcdml.distributed.launch": ("elastic_restart", "launch_rank", "launch_world_size",

@@ -161,14 +161,14 @@ def init_deepspeed_alone() -> None:
                                rank=0, world_size=1, verbose=False)
 
 
-def max_over_ranks(value: int, device: torch.device) -> int:
-    """The largest of every rank's ``value`` (a collective: every rank calls it at the same
-    point), e.g. the stop signal any rank received."""
+def sum_over_ranks(value: int, device: torch.device) -> int:
+    """The sum of every rank's ``value``: one all-reduce and one host read (a collective: every
+    rank calls it at the same point)."""
     if not is_distributed():
         return value
-    flag = torch.tensor([value], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return int(flag)
+    total = torch.tensor([value], device=device)
+    dist.all_reduce(total)
+    return int(total)
 
 
 def on_main(fn, errors: tuple[type[Exception], ...]) -> Any:

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from rcdml.config import Config
-from rcdml.distributed import (DistInfo, all_gather_object, elastic_restart, equal_shards,
-                               is_distributed, is_main, stop)
+from rcdml.distributed import (DistInfo, elastic_restart, equal_shards, is_distributed, is_main,
+                               stop, sum_over_ranks)
 from rcdml.distributed.watchdog import collective_timeout, is_collective_timeout
 from rcdml.engine.checkpoint import CheckpointManager, TrainState, merge_totals
 from rcdml.engine.components import Components, build_components
@@ -185,8 +185,8 @@ class Trainer:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
         bar.close()
-        return epoch_metrics(merge_totals(totals, sums, counted), sum(all_gather_object(images_seen)),
-                             elapsed, skipped, self.device)
+        return epoch_metrics(merge_totals(totals, sums, counted),
+                             sum_over_ranks(images_seen, self.device), elapsed, skipped, self.device)
 
     def fit(self) -> dict[str, float]:
         # rcdml-train installed the handlers already; a library caller gets them for the fit.

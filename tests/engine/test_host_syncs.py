@@ -1,53 +1,49 @@
 """The host-device synchronisations of a training step, counted on the CPU
 (benchmarks/host_syncs.py): every operation that would make the host wait for a GPU, in real
-training steps of the trainer, held at its exact count so that none is added unnoticed."""
+training steps of the trainer, on one process and on each of two ranks, held at its exact count
+so that none is added unnoticed."""
 from __future__ import annotations
 
-import collections
+import json
 import os
-import re
 
+import pytest
 import torch
 
-from conftest import ROOT, load_worker
-from rcdml.config import load_config
+from conftest import load_worker
 from rcdml.distributed import DistInfo
-from rcdml.models import build_model
 
-loop = load_worker(os.path.join(ROOT, "benchmarks", "loop.py"))
-host_syncs = load_worker(os.path.join(ROOT, "benchmarks", "host_syncs.py"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "dist_worker_host_syncs.py")
+worker = load_worker(WORKER)
+host_syncs = worker.host_syncs
+STEPS = worker.STEPS
 
-STEPS, LOG_EVERY = 4, 2
-# (operation, caller) -> count in one epoch of STEPS steps.
+# "operation caller" -> count in one epoch of STEPS steps.
 EXPECTED = {
     # per step, one read: the global batch's value checks, whether the loss is finite, the loss
     # on logging steps, and under DDP the stop flag (in the same all-reduce)
-    ("tolist", "rcdml/distributed/stop.py read_agreed"): STEPS,
+    "tolist rcdml/distributed/stop.py read_agreed": STEPS,
     # once per epoch, after the epoch's end has drained the queue anyway: the loss sums (loss
     # and RCDML's four terms, read together)
-    ("tolist", "rcdml/engine/checkpoint.py merge_totals"): 1,
+    "tolist rcdml/engine/checkpoint.py merge_totals": 1,
 }
+# Under DDP, once per epoch as well: the images all ranks trained on (one all-reduce).
+EXPECTED_PER_RANK = {**EXPECTED, "_local_scalar_dense rcdml/distributed/env.py sum_over_ranks": 1}
 
 
 def test_a_training_step_syncs_the_host_exactly_as_listed(tmp_path):
-    cfg = load_config(None, [f"output_dir={tmp_path / 'run'}", "model.backbone=conv4",
-                             "model.embedding_size=16", "train.warmup_epochs=0", "train.epochs=3",
-                             "train.progress=false", "monitor.sample_size=0",
-                             f"train.log_every_steps={LOG_EVERY}"])
-    torch.manual_seed(0)
-    images = torch.randn(8, 3, 16, 16)
-    labels = torch.arange(8) // 4
-    trainer = loop.build_trainer(cfg, DistInfo(0, 1, 0, torch.device("cpu"), None),
-                                 build_model(cfg.model), images, labels, STEPS)
-    try:
-        trainer.train_epoch(0, 0)  # the first step's one-time work
-        with host_syncs.count_syncs() as syncs:
-            trainer.train_epoch(1, 0)
-    finally:
-        trainer.monitor.close()
-        trainer.run.release()
-    counts = collections.Counter((op, re.sub(r":\d+ ", " ", where)) for op, where in syncs.ops)
-    assert dict(counts) == EXPECTED, syncs.summary()
+    counts = worker.epoch_syncs(str(tmp_path / "run"), DistInfo(0, 1, 0, torch.device("cpu"), None))
+    assert counts == EXPECTED
+
+
+@pytest.mark.slow
+def test_each_of_two_ranks_syncs_the_host_once_per_step(tmp_path, torchrun):
+    result = torchrun(WORKER, 2, [str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        with open(tmp_path / f"rank{rank}.json") as f:
+            assert json.load(f) == EXPECTED_PER_RANK, f"rank {rank}"
 
 
 def test_the_counter_sees_every_kind_of_sync_and_nothing_else():
