@@ -8,8 +8,8 @@ exactly where the checkpoint was taken.
 
 Preemption (:mod:`rcdml.distributed.stop`): SIGTERM, SIGUSR1 and SIGINT only set a flag. Before
 the first step and in every step (in the step's one host read) the ranks agree on it with one
-all-reduce, so all of them stop after the same step, write ``last.pt`` at that position (unless it already holds it) and
-raise :class:`Preempted`.
+all-reduce, so all of them stop after the same step, write ``last.pt`` at that position (unless
+it already holds it) and raise :class:`Preempted`.
 """
 from __future__ import annotations
 
@@ -185,8 +185,8 @@ class Trainer:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
         bar.close()
-        return epoch_metrics(merge_totals(totals, sums, counted),
-                             sum_over_ranks(images_seen, self.device), elapsed, skipped, self.device)
+        seen = sum_over_ranks(images_seen, self.device)
+        return epoch_metrics(merge_totals(totals, sums, counted), seen, elapsed, skipped, self.device)
 
     def fit(self) -> dict[str, float]:
         # rcdml-train installed the handlers already; a library caller gets them for the fit.

@@ -31,7 +31,7 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
 def global_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int,
                  embedding_size: int, who: str, dtype: torch.dtype = torch.float32) -> tuple:
     """Shape-checked (embeddings in ``dtype`` with gradient, int64 labels) of all ranks, in rank
-    order; their values are checked by :func:`batch_checks` and :meth:`GlobalBatchLoss.raise_for`."""
+    order; :func:`batch_checks` and :meth:`GlobalBatchLoss.raise_for` check their values."""
     if embeddings.dim() != 2:
         raise ValueError(f"{who}: embeddings must be a (batch, {embedding_size}) matrix, got shape "
                          f"{tuple(embeddings.shape)}")
