@@ -3,7 +3,7 @@
 A signal only sets a flag, from the moment the entry point starts (before the heavy imports) to
 the moment the process exits, so no stop request can kill a rank half-way. The ranks agree on
 the flag with one all-reduce at fixed points (after joining the process group, before the first
-step, after every step), so all of them stop together.
+step, and in every step's one host read, :func:`read_agreed`), so all of them stop together.
 
 What a stop leaves behind (docs/fault_tolerance.md):
 
