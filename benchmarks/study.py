@@ -38,6 +38,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, out: str, report: str,
 def parse_run_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args = parser.parse_args()
     args.out, args.root = os.path.abspath(args.out), os.path.abspath(args.root)
+    if args.smoke and args.report == parser.get_default("report"):
+        # Smoke runs check the script: they never enter the committed report and ledger.
+        args.report = os.path.join(args.out, os.path.basename(args.report))
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     return args
 
@@ -60,10 +63,12 @@ def train_once(cmd: list[str], folder: str, threads: int, jobs: int, info: dict)
     """Run ``cmd`` (a training writing into ``folder``) unless it already finished; the result is
     ``info`` plus the last evaluation's metrics, the wall time and the command."""
     cached = read_result(folder)
+    # The run's name and seed; a recipe recorded in ``info`` is in the command already.
+    label = {k: v for k, v in info.items() if not isinstance(v, dict)}
     if cached is not None:
-        print(f"{info}: reusing {folder}", flush=True)
+        print(f"{label}: reusing {folder}", flush=True)
         return cached
-    print(f"{info}: {shlex.join(cmd)}", flush=True)
+    print(f"{label}: {shlex.join(cmd)}", flush=True)
     os.makedirs(folder, exist_ok=True)
     start = time.perf_counter()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
