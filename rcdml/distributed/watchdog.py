@@ -28,6 +28,12 @@ def init_watchdog() -> None:
     _GROUP = dist.new_group(backend="gloo")
 
 
+def release_watchdog() -> None:
+    """Forget the side group, so that destroying the process groups also ends its threads."""
+    global _GROUP
+    _GROUP = None
+
+
 # NCCL's own watchdog aborts a stalled job before Python sees an error (its default
 # TORCH_NCCL_ASYNC_ERROR_HANDLING tears the process down). These defaults make it name the
 # missing rank first: the desync report says which rank did not join the collective, and the

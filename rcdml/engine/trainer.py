@@ -30,8 +30,7 @@ from rcdml.engine.rng import seed_everything
 from rcdml.engine.validate import Validator
 from rcdml.losses import NonFiniteEmbeddings
 from rcdml.log import get_logger
-from rcdml.monitor import RunMonitor
-from rcdml.monitor.run import epoch_metrics
+from rcdml.monitor.run import RunMonitor, epoch_metrics
 from rcdml.rundir import RunDir
 
 log = get_logger(__name__)
@@ -200,6 +199,7 @@ class Trainer:
         finally:
             stop.restore(handlers)
             self.monitor.close()
+            self.backend.close()
             self.run.release()
 
     def _fit(self) -> dict[str, float]:

@@ -154,6 +154,9 @@ def run_one(run: str, out_dir: str, info: DistInfo) -> None:
         trainer2._set_phase(1, None)
         train_step(trainer2, 1, 3)
         result["resumed"] = params(trainer2.learner)
+        trainer2.backend.close()
+    # What Trainer.fit does at its end, so that shutdown() ends the process groups' threads.
+    trainer.backend.close()
     if get_rank() == 0:
         torch.save(result, os.path.join(out_dir, f"{name}.pt"))
 

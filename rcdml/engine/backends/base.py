@@ -54,6 +54,11 @@ class Backend(ABC):
         ``path`` (already read and verified), and whatever the backend keeps beside it; a
         ``ValueError`` says in one line why the checkpoint does not fit this backend."""
 
+    def close(self) -> None:
+        """Training is over: drop what the backend holds beyond the learner (hooks, references
+        to process groups), so that :func:`rcdml.distributed.shutdown` ends every group's
+        threads. The learner stays usable."""
+
     def artifacts(self, path: str) -> list[str]:
         """Every file or directory that makes up the checkpoint saved at ``path``."""
         return [path]

@@ -113,6 +113,14 @@ class DeepSpeedBackend(Backend):
 
         return deepspeed.zero.GatheredParameters(list(params))
 
+    def close(self) -> None:
+        # The engine's gradient hooks live on the parameters (in C++), so a cycle through them
+        # outlives the collector and keeps the engine's process groups until interpreter exit;
+        # DeepSpeed's own teardown removes them.
+        if self.engine is not None:
+            self.engine.destroy()
+            self.engine = None
+
     def artifacts(self, path: str) -> list[str]:
         return [path, _shard_folder(path)]
 
