@@ -57,7 +57,7 @@ class Backend(ABC):
     def close(self) -> None:
         """Training is over: drop what the backend holds beyond the learner (hooks, references
         to process groups), so that :func:`rcdml.distributed.shutdown` ends every group's
-        threads. The learner stays usable."""
+        threads. Nothing calls the backend after this (ZeRO-3 parameters stay partitioned)."""
 
     def artifacts(self, path: str) -> list[str]:
         """Every file or directory that makes up the checkpoint saved at ``path``."""
